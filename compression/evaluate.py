@@ -1,0 +1,240 @@
+"""Evaluation: accuracy, loss, confusion, agreement with a reference, size, MACs and measured latency."""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.data import Dataset, Split
+
+EVAL_BATCH = 512
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits (N, classes) of a model in eval mode, in batches. Restores the model's train flag."""
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [model(X[i:i + batch_size]) for i in range(0, X.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs).float()
+
+
+def accuracy_and_loss(model: nn.Module, split: Split) -> tuple[float, float]:
+    """Top-1 accuracy (0-1) and mean cross-entropy on a split."""
+    logits = predict_logits(model, split.X)
+    acc = (logits.argmax(1) == split.y).float().mean().item()
+    return acc, F.cross_entropy(logits, split.y).item()
+
+
+def topk_accuracy(logits: torch.Tensor, y: torch.Tensor, k: int) -> float:
+    topk = logits.topk(min(k, logits.shape[1]), dim=1).indices  # (N, k)
+    return (topk == y[:, None]).any(1).float().mean().item()
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted classes."""
+    flat = y.long() * num_classes + pred.long()
+    return torch.bincount(flat, minlength=num_classes ** 2).reshape(num_classes, num_classes).numpy()
+
+
+def agreement(logits: torch.Tensor, ref_logits: torch.Tensor) -> tuple[float, float]:
+    """Top-1 agreement (0-1) and mean KL(reference || model) of the softmax outputs."""
+    agree = (logits.argmax(1) == ref_logits.argmax(1)).float().mean().item()
+    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(ref_logits, 1), log_target=True,
+                  reduction="batchmean").item()
+    return agree, max(kl, 0.0)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors the model computes with: pruning masks applied (weight_orig * weight_mask)."""
+    state = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("_orig"):
+            base = key[: -len("_orig")]
+            out[base] = value * state[base + "_mask"]
+        else:
+            out[key] = value
+    return out
+
+
+def count_nonzero_params(model: nn.Module) -> int:
+    """Non-zero entries among the model's parameters, masks applied."""
+    names = {n.removesuffix("_orig") for n, _ in model.named_parameters()}
+    return sum(int(torch.count_nonzero(t)) for k, t in effective_weights(model).items() if k in names)
+
+
+def serialized_size(model: nn.Module) -> tuple[int, str]:
+    """Bytes of the model as actually written, and how they were counted."""
+    from compression import compact
+
+    return compact.compact_size(model)
+
+
+def safetensors_size(model: nn.Module) -> int:
+    """Bytes of the effective state dict written as safetensors (dense fp32)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().clone() for k, v in effective_weights(model).items()}
+    return len(save(tensors))
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """Multiply-accumulates of one forward pass on `example` (batch of 1 recommended), counted by
+    torch.utils.flop_counter (FLOPs / 2), total and per module name."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.inference_mode(), counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    per_module = {name: int(sum(ops.values()) // 2) for name, ops in counter.get_flop_counts().items()}
+    return int(counter.get_total_flops() // 2), per_module
+
+
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    iqr_ms: float
+    min_ms: float
+    repeats: int
+    batch_size: int
+    threads: int
+    device: str = "cpu"
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, example: torch.Tensor, repeats: int = 30, warmup: int = 5,
+                    threads: int | None = None, min_time_s: float = 0.0) -> Latency:
+    """Wall-clock latency of model(example): `warmup` untimed runs, then `repeats` timed runs
+    (more if `min_time_s` is not reached); median and inter-quartile range in milliseconds."""
+    threads = threads or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    was_training = model.training
+    model.eval()
+    sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
+    try:
+        for _ in range(warmup):
+            model(example)
+        sync()
+        times: list[float] = []
+        start_all = time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - start_all < min_time_s:
+            t0 = time.perf_counter()
+            model(example)
+            sync()
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(previous)
+        model.train(was_training)
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return Latency(statistics.median(times), q3 - q1, min(times), len(times), int(example.shape[0]),
+                   threads, str(example.device))
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything `evaluate` measures. `to_dict` gives the flat JSON/DataFrame row."""
+
+    accuracy: float
+    top5: float | None
+    loss: float
+    params: int
+    nonzero_params: int
+    fp32_bytes: int
+    size_bytes: int
+    size_method: str
+    macs: int
+    latency_ms: float | None
+    latency_iqr_ms: float | None
+    batch_size: int
+    threads: int
+    split: str
+    n_samples: int
+    agreement: float | None = None
+    kl_divergence: float | None = None
+    per_class_accuracy: tuple[float, ...] = ()
+    confusion: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
+
+    def to_dict(self, full: bool = False) -> dict:
+        d = asdict(self)
+        if not full:
+            d.pop("confusion")
+            d.pop("per_class_accuracy")
+        else:
+            d["confusion"] = [list(r) for r in self.confusion]
+            d["per_class_accuracy"] = list(self.per_class_accuracy)
+        return d
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzero_params / max(self.params_effective, 1)
+
+    @property
+    def params_effective(self) -> int:
+        return self.params
+
+
+def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn.Module | None = None,
+             latency: bool = True, batch_size: int = 64, repeats: int = 30,
+             threads: int | None = None) -> EvalResult:
+    """Evaluate a model on one split of a data set.
+
+    Args:
+        reference: a model to compare with (top-1 agreement, KL divergence), e.g. the original.
+        latency: measure latency at `batch_size` (median of `repeats` runs after warm-up).
+    Returns:
+        an EvalResult; `size_bytes` is the size of the model as actually serialised.
+    """
+    part = data.split(split)
+    logits = predict_logits(model, part.X)
+    pred = logits.argmax(1)
+    conf = confusion_matrix(pred, part.y, data.num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(conf.sum(1) > 0, np.diag(conf) / np.maximum(conf.sum(1), 1), np.nan)
+    agree = kl = None
+    if reference is not None:
+        agree, kl = agreement(logits, predict_logits(reference, part.X))
+    params = count_params(model)
+    size, how = serialized_size(model)
+    example = part.X[:1]
+    macs, _ = count_macs(model, example)
+    lat = None
+    if latency:
+        batch = part.X[:batch_size]
+        if batch.shape[0] < batch_size:
+            reps = -(-batch_size // batch.shape[0])
+            batch = batch.repeat(reps, *([1] * (batch.dim() - 1)))[:batch_size]
+        lat = measure_latency(model, batch, repeats=repeats, threads=threads)
+    return EvalResult(
+        accuracy=(pred == part.y).float().mean().item(),
+        top5=topk_accuracy(logits, part.y, 5) if data.num_classes > 5 else None,
+        loss=F.cross_entropy(logits, part.y).item(),
+        params=params, nonzero_params=count_nonzero_params(model), fp32_bytes=params * 4,
+        size_bytes=size, size_method=how, macs=macs,
+        latency_ms=lat.median_ms if lat else None, latency_iqr_ms=lat.iqr_ms if lat else None,
+        batch_size=batch_size, threads=lat.threads if lat else (threads or torch.get_num_threads()),
+        split=split, n_samples=len(part), agreement=agree, kl_divergence=kl,
+        per_class_accuracy=tuple(float(v) for v in per_class),
+        confusion=tuple(tuple(int(v) for v in row) for row in conf),
+    )

@@ -1,0 +1,142 @@
+"""The one training loop: fine-tuning, recovery after pruning, quantization-aware training and
+distillation all use `fit`. It reports progress through a callback, stops on a flag, and returns
+the best model seen on the validation split (never the caller's model, which is not changed)."""
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.config import check_range
+from compression.data import Dataset
+from compression.errors import ConfigError
+from compression.evaluate import accuracy_and_loss, predict_logits
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Args:
+        alpha: weight of the distillation term (used only with a teacher); 0 = plain cross-entropy.
+        temperature: softmax temperature T of the distillation term.
+        hard_labels: with a teacher, train on the teacher's argmax instead of its soft outputs.
+    """
+
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    weight_decay: float = 0.0
+    temperature: float = 4.0
+    alpha: float = 0.9
+    hard_labels: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or not 0 <= self.epochs <= 1000:
+            raise ConfigError(f"epochs must be an integer in [0, 1000]; got {self.epochs!r}.")
+        check_range("lr", self.lr, 0, 10, lo_open=True)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
+        check_range("temperature", self.temperature, 0, 100, lo_open=True)
+        check_range("alpha", self.alpha, 0, 1)
+
+
+@dataclass
+class Progress:
+    """One progress event. phase is 'batch' or 'epoch'; accuracies are 0-1."""
+
+    phase: str
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    loss: float
+    train_accuracy: float | None = None
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, (self.epoch + self.batch / max(self.batches, 1)) / max(self.epochs, 1))
+
+
+StopFlag = Optional[threading.Event | Callable[[], bool]]
+
+
+def is_stopped(stop: StopFlag) -> bool:
+    if stop is None:
+        return False
+    return stop.is_set() if isinstance(stop, threading.Event) else bool(stop())
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor,
+            temperature: float, alpha: float) -> torch.Tensor:
+    """Hinton et al. (2015): alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)."""
+    T = temperature
+    soft = F.kl_div(F.log_softmax(student_logits / T, 1), F.log_softmax(teacher_logits / T, 1),
+                    log_target=True, reduction="batchmean")
+    return alpha * T * T * soft + (1 - alpha) * F.cross_entropy(student_logits, y)
+
+
+def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, teacher: nn.Module | None = None,
+        callback: Callable[[Progress], None] | None = None, stop: StopFlag = None,
+        copy_model: bool = True) -> tuple[nn.Module, list[dict]]:
+    """Train (a copy of) `model` on data.train, selecting the best epoch on data.val.
+
+    Pruning masks (torch.nn.utils.prune) stay fixed because only `weight_orig` is trained.
+    Returns:
+        (best model in eval mode, history: one dict per finished epoch).
+    """
+    torch.manual_seed(cfg.seed)
+    model = copy.deepcopy(model) if copy_model else model
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    teacher_logits = predict_logits(teacher, data.train.X) if teacher is not None else None
+    best_acc, _ = accuracy_and_loss(model, data.val)
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict] = []
+    n = len(data.train)
+    batches = -(-n // cfg.batch_size)
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        correct = seen = 0
+        for b, start in enumerate(range(0, n, cfg.batch_size)):
+            if is_stopped(stop):
+                break
+            idx = order[start:start + cfg.batch_size]
+            x, y = data.train.X[idx], data.train.y[idx]
+            logits = model(x)
+            if teacher_logits is None:
+                loss = F.cross_entropy(logits, y)
+            elif cfg.hard_labels:
+                loss = F.cross_entropy(logits, teacher_logits[idx].argmax(1))
+            else:
+                loss = kd_loss(logits, teacher_logits[idx], y, cfg.temperature, cfg.alpha)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            if callback:
+                callback(Progress("batch", epoch, cfg.epochs, b + 1, batches, loss.item()))
+        if seen == 0:
+            break
+        val_acc, val_loss = accuracy_and_loss(model, data.val)
+        row = {"epoch": epoch + 1, "loss": loss.item(), "train_accuracy": correct / seen,
+               "val_accuracy": val_acc, "val_loss": val_loss, "complete": seen == n}
+        history.append(row)
+        if val_acc > best_acc:
+            best_acc, best_state = val_acc, copy.deepcopy(model.state_dict())
+        if callback:
+            callback(Progress("epoch", epoch, cfg.epochs, batches, batches, row["loss"],
+                              row["train_accuracy"], val_acc, val_loss))
+        if is_stopped(stop):
+            break
+    model.load_state_dict(best_state)
+    return model.eval(), history
