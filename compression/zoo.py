@@ -164,8 +164,12 @@ def parse_demo_name(spec: str) -> str:
 def build(name: str, in_channels: int = 1, image_size: int = 8, num_classes: int = 10) -> nn.Module:
     """A freshly initialised built-in architecture (random weights)."""
     entry = ZOO[parse_demo_name(name)]
-    return entry.builder(in_channels=in_channels, image_size=image_size,
-                         num_classes=num_classes, **entry.kwargs)
+    model = entry.builder(in_channels=in_channels, image_size=image_size,
+                          num_classes=num_classes, **entry.kwargs)
+    # Where the architecture came from: copies keep it, the compact format stores it.
+    model.zoo_arch = {"name": entry.name, "in_channels": in_channels, "image_size": image_size,
+                      "num_classes": num_classes}
+    return model
 
 
 def weights_path(name: str) -> Path:

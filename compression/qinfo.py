@@ -1,0 +1,58 @@
+"""How a (simulated) quantized weight is described, so the compact format can store integer codes.
+
+Convention: a quantized layer keeps its `weight` as the dequantized float values (so it runs as a
+normal layer) and carries `layer.weight_qinfo = QuantInfo(...)`, from which the integer codes
+are recovered exactly: q = clamp(round(w / scale) + zero_point, qmin, qmax).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, eq=False)
+class QuantInfo:
+    """Affine quantization parameters of one tensor.
+
+    Args:
+        bits: 2..16.
+        scale: float tensor, shape () per-tensor or (C,) per-channel along `axis`.
+        zero_point: integer-valued float tensor, same shape as scale (0 when symmetric).
+        axis: channel axis for per-channel, None for per-tensor.
+        symmetric: symmetric (signed codes) or asymmetric (unsigned codes).
+    """
+
+    bits: int
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    axis: int | None
+    symmetric: bool
+
+    @property
+    def qmin(self) -> int:
+        return -(2 ** (self.bits - 1)) if self.symmetric else 0
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.symmetric else 2 ** self.bits - 1
+
+    def _shape(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if self.axis is None:
+            return t
+        shape = [1] * like.dim()
+        shape[self.axis] = -1
+        return t.reshape(shape)
+
+    def codes(self, w: torch.Tensor) -> torch.Tensor:
+        """Integer codes (int32) of a float tensor under these parameters."""
+        scale, zp = self._shape(self.scale, w), self._shape(self.zero_point, w)
+        return torch.clamp(torch.round(w / scale) + zp, self.qmin, self.qmax).to(torch.int32)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        scale, zp = self._shape(self.scale, codes), self._shape(self.zero_point, codes)
+        return (codes.float() - zp) * scale
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "axis": self.axis, "symmetric": self.symmetric,
+                "scale": self.scale.tolist(), "zero_point": self.zero_point.tolist()}
