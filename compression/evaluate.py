@@ -16,15 +16,24 @@ from compression.data import Dataset, Split
 EVAL_BATCH = 512
 
 
+def set_training(model: nn.Module, training: bool) -> None:
+    """model.train(training), tolerating modules that refuse it (torch.export programs are
+    fixed in the mode they were exported in)."""
+    try:
+        model.train(training)
+    except (NotImplementedError, RuntimeError):
+        pass
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Logits (N, classes) of a model in eval mode, in batches. Restores the model's train flag."""
     was_training = model.training
-    model.eval()
+    set_training(model, False)
     try:
         outs = [model(X[i:i + batch_size]) for i in range(0, X.shape[0], batch_size)]
     finally:
-        model.train(was_training)
+        set_training(model, was_training)
     return torch.cat(outs).float()
 
 
@@ -100,14 +109,19 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, 
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
-    model.eval()
+    set_training(model, False)
     counter = FlopCounterMode(display=False)
     try:
         with torch.inference_mode(), counter:
             model(example)
     finally:
-        model.train(was_training)
-    per_module = {name: int(sum(ops.values()) // 2) for name, ops in counter.get_flop_counts().items()}
+        set_training(model, was_training)
+    per_module = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == "Global":
+            continue
+        # keys are '<RootClass>.<qualified.name>'; keep the qualified module name ('' = root)
+        per_module[name.partition(".")[2]] = int(sum(ops.values()) // 2)
     return int(counter.get_total_flops() // 2), per_module
 
 
@@ -131,7 +145,7 @@ def measure_latency(model: nn.Module, example: torch.Tensor, repeats: int = 30, 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     was_training = model.training
-    model.eval()
+    set_training(model, False)
     sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
     try:
         for _ in range(warmup):
@@ -146,7 +160,7 @@ def measure_latency(model: nn.Module, example: torch.Tensor, repeats: int = 30, 
             times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(previous)
-        model.train(was_training)
+        set_training(model, was_training)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
     return Latency(statistics.median(times), q3 - q1, min(times), len(times), int(example.shape[0]),
                    threads, str(example.device))

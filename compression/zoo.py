@@ -56,9 +56,12 @@ class SmallCNN(nn.Module):
             x = F.max_pool2d(x, 2)                   # (B, C1, H/2, W/2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)   # (B, C2, H/4 or H/2, ...)
         x = x.flatten(1)
-        for fc in self.fcs[:-1]:
-            x = F.relu(fc(x))
-        return self.fcs[-1](x)
+        last = len(self.fcs) - 1
+        for i, fc in enumerate(self.fcs):
+            x = fc(x)
+            if i < last:
+                x = F.relu(x)
+        return x
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:

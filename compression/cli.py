@@ -1,0 +1,116 @@
+"""Command line: `python -m compression COMMAND ...`. Errors go to stderr as one line, exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from compression.errors import CompressionError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], dict | list]] = {}
+
+
+def command(name: str, help: str, setup: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register `fn(args) -> JSON-able result` as a subcommand with its argument setup."""
+    def wrap(fn):
+        fn.cli_help, fn.cli_setup = help, setup
+        COMMANDS[name] = fn
+        return fn
+    return wrap
+
+
+def add_model_args(p: argparse.ArgumentParser, flag: str = "--model", required: bool = True) -> None:
+    p.add_argument(flag, required=required, help="demo:NAME or a model file (TorchScript, .pt2, "
+                   "state dict with --arch, or a compact file)")
+    p.add_argument("--arch", default=None, help="demo:NAME architecture for a bare state dict")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits", help="'digits' (default) or a .npz / .zip / .csv file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def load_inputs(args: argparse.Namespace, flag: str = "model"):
+    """(LoadedModel, Dataset) from --model/--arch/--data."""
+    from compression.data import load_data
+    from compression.loading import load_model
+
+    data = load_data(args.data)
+    return load_model(getattr(args, flag), arch=args.arch, data=data), data
+
+
+def eval_row(model, data, reference=None, latency: bool = True) -> dict:
+    from compression.evaluate import evaluate
+
+    return evaluate(model, data, reference=reference, latency=latency).to_dict()
+
+
+def _setup_evaluate(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+
+
+@command("models", "list the built-in models", lambda p: p.add_argument("--json", action="store_true"))
+def cmd_models(args: argparse.Namespace) -> list:
+    from compression.zoo import zoo_summary
+
+    return list(zoo_summary().values())
+
+
+@command("evaluate", "evaluate a model on a data set", _setup_evaluate)
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    loaded, data = load_inputs(args)
+    row = eval_row(loaded.model, data, latency=not args.no_latency)
+    return {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, **row}
+
+
+def _print_human(result) -> None:
+    rows = result if isinstance(result, list) else [result]
+    for row in rows:
+        if isinstance(row, dict):
+            print("  ".join(f"{k}={_fmt(v)}" for k, v in row.items() if not isinstance(v, (list, dict))))
+        else:
+            print(row)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import compression.cli_methods  # noqa: F401  (registers the method commands)
+
+    parser = argparse.ArgumentParser(prog="python -m compression", description="Compression Studio command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in COMMANDS.items():
+        p = sub.add_parser(name, help=fn.cli_help)
+        if fn.cli_setup:
+            fn.cli_setup(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except CompressionError as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=_json_default))
+    else:
+        _print_human(result)
+    return 0
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)

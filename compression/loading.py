@@ -1,0 +1,300 @@
+"""Loading a model safely: built-in models, TorchScript, torch.export programs (.pt2), state dicts
+(safetensors, or .pt read with weights_only=True) paired with a built-in architecture, and the
+project's compact format. Formats are recognised by content, never by file name. Nothing is
+ever unpickled beyond tensors and plain containers."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compression import zoo
+from compression.data import Dataset
+from compression.errors import ModelDataMismatch, ModelLoadError
+from compression.evaluate import set_training
+
+MAX_MODEL_BYTES = 1 << 30
+_EXPORT_LOCK = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate, with where it came from."""
+
+    model: nn.Module
+    kind: str            # demo | torchscript | exported | state_dict | compact
+    name: str            # display name, e.g. 'demo:mlp' or the file's name
+    fingerprint: str     # sha256 prefix of the file, or 'demo:NAME'
+    arch: str | None = None
+
+
+def file_fingerprint(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def sniff_format(head: bytes, names: list[str] | None) -> str:
+    """'compact', 'safetensors', 'torchscript', 'exported', 'torch_zip', 'torch_legacy' or 'unknown'."""
+    from compression import compact
+
+    if compact.is_compact(head):
+        return "compact"
+    if len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 28):
+        return "safetensors"
+    if names is not None:
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("/archive_format") for n in names) or any(n.endswith("/models/model.json") for n in names):
+            return "exported"
+        if any(n.endswith("/data.pkl") for n in names):
+            return "torch_zip"
+        return "zip"
+    if head[:1] == b"\x80":
+        return "torch_legacy"
+    return "unknown"
+
+
+@contextlib.contextmanager
+def _no_unpickling():
+    """While torch.export.load runs, force every torch.load to weights_only=True and refuse
+    plain pickle.loads (torch.export would otherwise fall back to full unpickling)."""
+    from torch.export.pt2_archive import _package
+
+    real_load, real_pickle = torch.load, _package.pickle
+
+    def safe_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
+    class _NoPickle:
+        @staticmethod
+        def loads(*_a, **_k):
+            raise ModelLoadError("Refused: the program holds pickled Python objects, which could run code.")
+
+    with _EXPORT_LOCK:
+        torch.load, _package.pickle = safe_load, _NoPickle
+        try:
+            yield
+        finally:
+            torch.load, _package.pickle = real_load, real_pickle
+
+
+def _unsafe_message(exc: Exception) -> str:
+    return ("Refused: this file needs unpickling of arbitrary Python objects, which could run code "
+            f"({str(exc).splitlines()[0][:160]}). Save only the weights: "
+            "`torch.save(model.state_dict(), path)` or safetensors, and pick the architecture.")
+
+
+def _load_state_dict_file(path: Path, fmt: str) -> dict[str, torch.Tensor]:
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelLoadError(f"The safetensors file is damaged or truncated: {exc}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        msg = str(exc)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "UnpicklingError" in type(exc).__name__:
+            raise ModelLoadError(_unsafe_message(exc)) from None
+        raise ModelLoadError(f"The file could not be read as a PyTorch file ({msg.splitlines()[0][:160]}); "
+                             "it may be truncated or damaged.") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError("The .pt file holds no state dict (a dict of tensor names to tensors). "
+                             "Save `model.state_dict()` or use TorchScript / torch.export.")
+    return obj
+
+
+def build_with_state_dict(arch: str, state: dict[str, torch.Tensor], data: Dataset | None) -> nn.Module:
+    """A built-in architecture shaped for `data`, loaded strictly; mismatches are listed."""
+    kwargs = {}
+    if data is not None and len(data.input_shape) == 3 and data.input_shape[1] == data.input_shape[2]:
+        kwargs = {"in_channels": data.input_shape[0], "image_size": data.input_shape[1],
+                  "num_classes": data.num_classes}
+    model = zoo.build(arch, **kwargs)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        if misshaped:
+            parts.append("mis-shaped: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in misshaped[:8]))
+        raise ModelLoadError(f"The state dict does not fit the built-in '{zoo.parse_demo_name(arch)}' "
+                             f"architecture ({'; '.join(parts)}). Pick the architecture it was saved from.")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval()
+
+
+def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.Module, str]:
+    payload_head = path.open("rb").read(64)
+    names = None
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError):
+            raise ModelLoadError("The file looks like a zip archive but is damaged or truncated.") from None
+    fmt = sniff_format(payload_head, names)
+    if fmt == "compact":
+        from compression import compact
+
+        return compact.load_compact(path), "compact"
+    if fmt == "torchscript":
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval(), "torchscript"
+        except Exception as exc:
+            raise ModelLoadError(f"The TorchScript file could not be loaded: {str(exc).splitlines()[0][:200]}") from None
+    if fmt == "exported":
+        try:
+            with _no_unpickling():
+                return torch.export.load(io.BytesIO(path.read_bytes())).module(), "exported"  # eval mode as exported
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            if "Weights only load failed" in str(exc):
+                raise ModelLoadError(_unsafe_message(exc)) from None
+            raise ModelLoadError(f"The torch.export program could not be loaded: {str(exc).splitlines()[0][:200]}") from None
+    if fmt in ("safetensors", "torch_zip", "torch_legacy"):
+        state = _load_state_dict_file(path, fmt)
+        if arch is None:
+            raise ModelLoadError("This file is a bare state dict (weights only). Choose the built-in architecture "
+                                 "it belongs to (CLI: --arch demo:NAME).")
+        return build_with_state_dict(arch, state, data), "state_dict"
+    if fmt == "zip":
+        raise ModelLoadError("The file is a zip archive but not a model (no TorchScript code, torch.export "
+                             "program or state dict inside).")
+    raise ModelLoadError("Unknown model format. Accepted: TorchScript (torch.jit.save), torch.export (.pt2), "
+                         "a state dict (.safetensors or .pt) with a built-in architecture, or this project's compact file.")
+
+
+def load_model(spec: str | Path, arch: str | None = None, data: Dataset | None = None,
+               max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel:
+    """Load 'demo:NAME' or a model file, then check it runs on `data` (when given).
+
+    Raises:
+        ModelLoadError: unreadable, unsafe or unknown file; ModelDataMismatch: does not fit the data.
+    """
+    spec_s = str(spec)
+    if spec_s.startswith("demo:"):
+        name = zoo.parse_demo_name(spec_s)
+        model = zoo.load_pretrained(name)
+        if data is not None:
+            model = check_model(model, data)
+        return LoadedModel(model, "demo", f"demo:{name}", f"demo:{name}", name)
+    path = Path(spec)
+    if not path.is_file():
+        raise ModelLoadError(f"No model file at {spec_s!r}, and it is not a built-in ('demo:NAME'; "
+                             f"built-ins: {', '.join(zoo.ZOO)}).")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError("The model file is empty (0 bytes).")
+    if size > max_bytes:
+        raise ModelLoadError(f"The model file is {size / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB.")
+    free = available_memory_bytes()
+    if free is not None and size * 3 > free:
+        raise ModelLoadError(f"Not enough memory to load a {size / 2**20:.0f} MiB model safely "
+                             f"({free / 2**20:.0f} MiB available).")
+    model, kind = _load_path(path, arch, data)
+    if data is not None:
+        model = check_model(model, data)
+    fingerprint = file_fingerprint(path.read_bytes())
+    return LoadedModel(model, kind, path.name, fingerprint, zoo.parse_demo_name(arch) if arch else None)
+
+
+def load_model_bytes(filename: str, payload: bytes, arch: str | None = None, data: Dataset | None = None,
+                     max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel:
+    """Load an uploaded model from bytes, via a private temporary file removed afterwards.
+    The user's file name is only a display name, never part of a path."""
+    if len(payload) > max_bytes:
+        raise ModelLoadError(f"The upload is {len(payload) / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB.")
+    with tempfile.TemporaryDirectory(prefix="cstudio-") as tmp:
+        path = Path(tmp) / "upload.bin"
+        path.write_bytes(payload)
+        os.chmod(path, 0o600)
+        loaded = load_model(path, arch, data, max_bytes)
+    loaded.name = Path(filename).name[:80] or "upload"
+    return loaded
+
+
+class LogitsOf(nn.Module):
+    """Wraps a model whose output is a dict or tuple, returning its logits tensor."""
+
+    def __init__(self, model: nn.Module, key):
+        super().__init__()
+        self.inner = model
+        self.key = key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)[self.key]
+
+
+def _find_logits_key(out, batch: int, num_classes: int):
+    if isinstance(out, dict):
+        if "logits" in out and isinstance(out["logits"], torch.Tensor):
+            return "logits"
+        candidates = [k for k, v in out.items() if isinstance(v, torch.Tensor) and tuple(v.shape) == (batch, num_classes)]
+    elif isinstance(out, (tuple, list)):
+        candidates = [i for i, v in enumerate(out) if isinstance(v, torch.Tensor) and tuple(v.shape) == (batch, num_classes)]
+    else:
+        return None
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def check_model(model: nn.Module, data: Dataset, n: int = 8) -> nn.Module:
+    """Run the model on a few validation samples: it must run, give (n, classes) finite logits,
+    and have finite parameters. Returns the model, wrapped when its logits sit in a dict/tuple."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ModelLoadError(f"The model has NaN or Inf weights in: {', '.join(bad[:6])}. Retrain or re-export it.")
+    x = data.val.X[:n]
+    try:
+        with torch.inference_mode():
+            set_training(model, False)
+            out = model(x)
+    except Exception as exc:
+        hint = (" It was exported with a fixed batch size: export with a dynamic batch dimension "
+                "(dynamic_shapes={0: Dim.DYNAMIC})." if "Guard failed" in str(exc) else "")
+        raise ModelDataMismatch(f"The model does not run on this data (input shape {tuple(x.shape[1:])} per "
+                                f"sample): {str(exc).splitlines()[0][:200]}.{hint}") from None
+    if not isinstance(out, torch.Tensor):
+        key = _find_logits_key(out, x.shape[0], data.num_classes)
+        if key is None:
+            raise ModelDataMismatch(f"The model returns a {type(out).__name__} with no unambiguous logits "
+                                    f"(a 'logits' field or a single ({n}, {data.num_classes}) tensor).")
+        model = LogitsOf(model, key)
+        with torch.inference_mode():
+            out = model(x)
+    if out.dim() != 2 or out.shape != (x.shape[0], data.num_classes):
+        raise ModelDataMismatch(f"The model outputs shape {tuple(out.shape)} but the data has "
+                                f"{data.num_classes} classes: expected ({x.shape[0]}, {data.num_classes}).")
+    if not torch.isfinite(out).all():
+        raise ModelDataMismatch("The model's outputs hold NaN or Inf on this data.")
+    return model

@@ -1,0 +1,35 @@
+"""Model summaries: the per-layer table shown on the Model page and by the CLI."""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+
+from compression.evaluate import count_macs, effective_weights
+
+
+def layer_table(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
+    """One row per leaf module with parameters: name, type, weight shape, params, non-zero
+    params, MACs for one sample, and each layer's share of the total params and MACs."""
+    _, macs_by_module = count_macs(model, example[:1])
+    weights = effective_weights(model)
+    rows = []
+    for name, module in model.named_modules():
+        if list(module.children()) or not name:
+            continue
+        own = {k.split(".")[-1]: v for k, v in weights.items() if k.rsplit(".", 1)[0] == name}
+        params = sum(v.numel() for k, v in own.items() if k in ("weight", "bias"))
+        if params == 0:
+            continue
+        weight = own.get("weight")
+        rows.append({
+            "layer": name, "type": type(module).__name__,
+            "shape": "x".join(map(str, weight.shape)) if weight is not None else "",
+            "params": params,
+            "nonzero": sum(int(torch.count_nonzero(v)) for k, v in own.items() if k in ("weight", "bias")),
+            "macs": macs_by_module.get(name, 0),
+        })
+    df = pd.DataFrame(rows, columns=["layer", "type", "shape", "params", "nonzero", "macs"])
+    df["params_share"] = df["params"] / max(df["params"].sum(), 1)
+    df["macs_share"] = df["macs"] / max(df["macs"].sum(), 1)
+    return df

@@ -1,0 +1,152 @@
+"""Shared UI helpers for app.py and the pages: cached shared resources, per-session state, the
+sidebar, and error display. Pages import this module; they never import each other."""
+from __future__ import annotations
+
+import streamlit as st
+import torch
+
+from compression import zoo
+from compression.data import Dataset, load_digits
+from compression.errors import CompressionError
+from compression.loading import LoadedModel, check_model, load_model_bytes
+
+UPLOAD = "Upload a file…"
+
+
+@st.cache_resource(show_spinner=False)
+def shared_digits() -> Dataset:
+    """The bundled data set: immutable, shared by every session."""
+    return load_digits()
+
+
+@st.cache_resource(show_spinner=False)
+def shared_demo_weights(name: str) -> dict[str, torch.Tensor]:
+    """A built-in model's weights: immutable, shared; each session copies them into its own model."""
+    return {k: v.clone() for k, v in zoo.load_pretrained(name).state_dict().items()}
+
+
+def own_demo_model(name: str) -> torch.nn.Module:
+    """A new model object for this session, filled from the shared weights (copied)."""
+    model = zoo.build(name)
+    model.load_state_dict(shared_demo_weights(name))
+    return model.eval()
+
+
+@st.cache_data(show_spinner="Measuring the baseline…", max_entries=64)
+def baseline_metrics(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> dict:
+    """Full evaluation of a model, computed once per (model, data) identity."""
+    from compression.evaluate import evaluate
+
+    return evaluate(_model, _data).to_dict(full=True)
+
+
+def show_error(exc: Exception, what: str = "That did not work") -> None:
+    """A short message, never a traceback. Unexpected errors are named, not dumped."""
+    if isinstance(exc, CompressionError):
+        st.error(f"{what}: {exc}")
+    elif isinstance(exc, MemoryError):
+        st.error(f"{what}: out of memory. Try a smaller model, data file or batch.")
+    else:
+        st.error(f"{what}: unexpected {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def current_data() -> Dataset:
+    return st.session_state.get("data_obj") or shared_digits()
+
+
+def current_base() -> LoadedModel:
+    """This session's base model (loaded on first use: the first built-in model)."""
+    base = st.session_state.get("base")
+    if base is None:
+        name = st.session_state.get("model_source", "demo:" + zoo.list_models()[0])
+        base = demo_loaded(name.split(":", 1)[1] if name != UPLOAD else zoo.list_models()[0])
+        st.session_state["base"] = base
+    return base
+
+
+def demo_loaded(name: str) -> LoadedModel:
+    return LoadedModel(own_demo_model(name), "demo", f"demo:{name}", f"demo:{name}", name)
+
+
+def base_metrics() -> dict:
+    base, data = current_base(), current_data()
+    return baseline_metrics(base.model, base.fingerprint, data, data.fingerprint)
+
+
+def _sync_model_choice() -> None:
+    """Load the chosen built-in model when the choice differs from this session's base model."""
+    source = st.session_state.get("model_source")
+    base = st.session_state.get("base")
+    if source and source != UPLOAD and (base is None or base.name != source):
+        st.session_state["base"] = demo_loaded(source.split(":", 1)[1])
+        st.session_state.pop("working", None)
+
+
+def _load_upload(upload, arch: str | None) -> None:
+    key = (upload.file_id, arch, current_data().fingerprint)
+    if st.session_state.get("upload_key") == key:
+        return
+    st.session_state["upload_key"] = key
+    try:
+        loaded = load_model_bytes(upload.name, upload.getvalue(), arch=arch, data=current_data())
+    except Exception as exc:  # any failure: a message, the previous model stays
+        show_error(exc, "Could not load the model")
+        return
+    st.session_state["base"] = loaded
+    st.session_state.pop("working", None)
+    st.success(f"Loaded {loaded.name} ({loaded.kind}).")
+
+
+def _data_sidebar() -> None:
+    choice = st.selectbox("Data", ["digits (bundled)", UPLOAD], key="data_source",
+                          help="The data set that calibrates, fine-tunes and evaluates.")
+    if choice == UPLOAD:
+        upload = st.file_uploader("Data file (.npz, .zip of class folders, .csv)", type=["npz", "zip", "csv"],
+                                  key="data_upload")
+        if upload is not None and st.session_state.get("data_key") != upload.file_id:
+            st.session_state["data_key"] = upload.file_id
+            try:
+                from compression.datafiles import load_data_bytes
+
+                data = load_data_bytes(upload.name, upload.getvalue())
+                check_model(current_base().model, data)
+            except Exception as exc:
+                show_error(exc, "Could not use that data")
+                return
+            st.session_state["data_obj"] = data
+            st.session_state.pop("working", None)
+    elif st.session_state.get("data_obj") is not None:
+        st.session_state["data_obj"] = None
+        st.session_state.pop("working", None)
+
+
+def sidebar() -> None:
+    """Model and data pickers, and the current model's headline numbers."""
+    with st.sidebar:
+        options = [f"demo:{n}" for n in zoo.list_models()] + [UPLOAD]
+        st.selectbox("Model", options, key="model_source",
+                     format_func=lambda o: zoo.ZOO[o[5:]].title if o.startswith("demo:") else o)
+        _sync_model_choice()
+        if st.session_state.get("model_source") == UPLOAD:
+            upload = st.file_uploader("Model file (TorchScript, .pt2, state dict, compact)",
+                                      type=["pt", "pth", "pt2", "ts", "safetensors", "cmp", "bin"], key="model_upload")
+            arch = st.selectbox("Architecture (for a bare state dict)", [None] + zoo.list_models(),
+                                key="upload_arch", format_func=lambda a: "none" if a is None else a)
+            if upload is not None:
+                _load_upload(upload, arch)
+        _data_sidebar()
+        base, data = current_base(), current_data()
+        st.caption(f"**{base.name}** on **{data.name}** ({len(data.test)} test samples)")
+        try:
+            metrics = base_metrics()
+        except Exception as exc:
+            show_error(exc, "Could not evaluate the model")
+            return
+        st.metric("Baseline accuracy", f"{metrics['accuracy']:.2%}")
+        working = st.session_state.get("working")
+        if working:
+            m = working["metrics"]
+            st.metric("Compressed accuracy", f"{m['accuracy']:.2%}",
+                      delta=f"{(m['accuracy'] - metrics['accuracy']) * 100:+.2f} pts")
+            st.caption(f"{working['label']}: {m['size_bytes'] / 1024:.1f} KiB "
+                       f"(baseline {metrics['size_bytes'] / 1024:.1f} KiB)")

@@ -1,0 +1,36 @@
+"""The demo zoo: bundled weights load, reach their recorded accuracy, and the sizes are as documented."""
+from __future__ import annotations
+
+import pytest
+
+from compression import zoo
+from compression.data import load_digits
+from compression.evaluate import accuracy_and_loss, count_params
+
+
+def test_digits_split_is_fixed(digits):
+    assert digits.sizes() == {"train": 1077, "val": 360, "test": 360}
+    assert digits.input_shape == (1, 8, 8) and digits.num_classes == 10
+    assert abs(float(digits.train.X.mean())) < 1e-4 and abs(float(digits.train.X.std()) - 1) < 1e-3
+    assert load_digits().fingerprint == digits.fingerprint
+
+
+def test_builtin_models_match_their_record(any_builtin, digits):
+    name, model = any_builtin
+    record = zoo.zoo_summary()[name]
+    acc, _ = accuracy_and_loss(model, digits.test)
+    assert count_params(model) == record["params"]
+    assert acc == pytest.approx(record["test_accuracy"], abs=1e-4)
+    if name in ("lenet5", "mobilenet", "resnet", "teacher"):
+        assert acc >= 0.97
+
+
+def test_student_is_about_a_tenth_of_the_teacher():
+    ratio = count_params(zoo.build("student")) / count_params(zoo.build("teacher"))
+    assert 0.05 < ratio < 0.15
+
+
+def test_training_is_seeded():
+    _, a = zoo.train_model("mlp", epochs=1, seed=3)
+    _, b = zoo.train_model("mlp", epochs=1, seed=3)
+    assert a == b
