@@ -14,7 +14,8 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
     fig = go.Figure(go.Heatmap(z=z, x=list(class_names), y=list(class_names), colorscale="Blues",
                                text=z, texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true",
-                      yaxis_autorange="reversed", height=420, margin=dict(l=40, r=10, t=40, b=40))
+                      yaxis_autorange="reversed", xaxis_type="category",
+                      yaxis_type="category", height=420, margin=dict(l=40, r=10, t=40, b=40))
     return fig
 
 
