@@ -8,6 +8,7 @@ import torch
 from compression import zoo
 from compression.data import Dataset, load_digits
 from compression.errors import CompressionError
+from compression.jobs import Job
 from compression.loading import LoadedModel, check_model, load_model_bytes
 
 UPLOAD = "Upload a file…"
@@ -150,3 +151,91 @@ def sidebar() -> None:
                       delta=f"{(m['accuracy'] - metrics['accuracy']) * 100:+.2f} pts")
             st.caption(f"{working['label']}: {m['size_bytes'] / 1024:.1f} KiB "
                        f"(baseline {metrics['size_bytes'] / 1024:.1f} KiB)")
+
+
+# ---- compressed results, cached once per (model, config, data) -------------------------------
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str,
+                latency: bool) -> dict:
+    from compression.config import compress, config_from_json
+    from compression.evaluate import evaluate
+
+    model, report = compress(_model, config_from_json(cfg_json), _data)
+    metrics = evaluate(model, _data, reference=_model, latency=latency, repeats=10).to_dict(full=True)
+    return {"metrics": metrics, "report": report.to_dict()}
+
+
+def compressed_result(cfg, latency: bool = True) -> dict:
+    """Compress this session's base model with `cfg` (a MethodConfig) and evaluate it against
+    the base. Computed once per (model, config, data); reruns and other users hit the cache.
+    Returns {"metrics": EvalResult dict, "report": Report dict}."""
+    base, data = current_base(), current_data()
+    return _compressed(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint, latency)
+
+
+def compressed_model(cfg) -> torch.nn.Module:
+    """The compressed model itself (for histograms, keeping, export); not cached: a new object."""
+    from compression.config import compress
+
+    return compress(current_base().model, cfg, current_data())[0]
+
+
+def add_result(label: str, config: dict, metrics: dict) -> None:
+    """Remember a result for the Trade-offs page (once per label+config) and show it in the sidebar."""
+    results = st.session_state.setdefault("results", [])
+    key = (label, repr(sorted(config.items())))
+    if not any(r["key"] == key for r in results):
+        results.append({"key": key, "label": label, "config": config, "metrics": metrics,
+                        "model": current_base().name})
+    st.session_state["working"] = {"label": label, "metrics": metrics, "config": config}
+
+
+def keep_as_working(model: torch.nn.Module, label: str) -> None:
+    """Make a compressed model this session's base model (the original stays in 'original')."""
+    base = current_base()
+    st.session_state.setdefault("original", base)
+    st.session_state["base"] = LoadedModel(model, "compressed", f"{base.name} → {label}",
+                                           f"{base.fingerprint}|{label}", base.arch)
+    st.session_state.pop("working", None)
+
+
+# ---- long work: progress, stop, and the rest of the app stays usable -------------------------
+
+def job_panel(key: str, title: str) -> Job | None:
+    """Progress bar, message and Stop button for the background job in session_state[key].
+    Polls once a second while the job runs (a fragment, so the rest of the page is not redrawn),
+    and reruns the page once when it ends. Returns the job (or None)."""
+    job = st.session_state.get(key)
+    if job is None:
+        return None
+
+    @st.fragment(run_every=1.0 if not job.done else None)
+    def _panel() -> None:
+        current = st.session_state.get(key)
+        if current is None:
+            return
+        st.progress(current.fraction, text=f"{title}: {current.message}")
+        if not current.done:
+            if st.button("Stop", key=f"{key}_stop", type="secondary"):
+                current.stop.set()
+        elif not st.session_state.get(f"{key}_seen_done"):
+            st.session_state[f"{key}_seen_done"] = True
+            st.rerun()
+        if current.error is not None:
+            show_error(current.error, f"{title} failed")
+
+    _panel()
+    return job
+
+
+def start_background(key: str, name: str, work) -> None:
+    """Start `work(job)` in a background thread, unless a job under `key` is still running."""
+    from compression.jobs import start_job
+
+    job = st.session_state.get(key)
+    if job is not None and not job.done:
+        st.warning(f"{name} is already running: stop it first.")
+        return
+    st.session_state[f"{key}_seen_done"] = False
+    st.session_state[key] = start_job(name, work)

@@ -1,0 +1,8 @@
+"""Explain page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Explain")
+st.info("This page is being built.")

@@ -1,0 +1,8 @@
+"""Low-rank page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Low-rank")
+st.info("This page is being built.")

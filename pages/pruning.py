@@ -1,0 +1,8 @@
+"""Pruning page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Pruning")
+st.info("This page is being built.")

@@ -1,0 +1,8 @@
+"""Quantization page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Quantization")
+st.info("This page is being built.")

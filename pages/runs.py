@@ -1,0 +1,8 @@
+"""Runs page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Runs")
+st.info("This page is being built.")

@@ -1,0 +1,8 @@
+"""Sensitivity page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Sensitivity")
+st.info("This page is being built.")

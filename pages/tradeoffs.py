@@ -1,0 +1,8 @@
+"""Trade-offs page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Trade-offs")
+st.info("This page is being built.")

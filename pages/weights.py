@@ -1,0 +1,8 @@
+"""Weights page (being built)."""
+import streamlit as st
+
+from pages._common import sidebar
+
+sidebar()
+st.title("Weights")
+st.info("This page is being built.")
