@@ -53,7 +53,7 @@ def test_evaluate_state_dict_with_arch_and_npz_data(capsys, tmp_path, digits):
 @pytest.mark.parametrize("argv,phrase", [
     (["evaluate", "--model", "demo:nope"], "Unknown built-in model"),
     (["evaluate", "--model", "/no/such/file.pt"], "No model file"),
-    (["evaluate", "--model", "demo:mlp", "--data", "/no/such.npz"], "No data file"),
+    (["evaluate", "--model", "demo:mlp", "--data", "/no/such.npz"], "No file at"),
 ])
 def test_errors_are_one_line_exit_2(capsys, argv, phrase):
     code, out, err = run_cli(capsys, *argv)
