@@ -98,6 +98,14 @@ def _no_unpickling():
             torch.load, _package.pickle = real_load, real_pickle
 
 
+def short_reason(exc: BaseException, limit: int = 200) -> str:
+    """One line saying why: the first line of the message, or for TorchScript's multi-line
+    interpreter errors the last line (where the original exception is named)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    return line[:limit]
+
+
 def _unsafe_message(exc: Exception) -> str:
     return ("Refused: this file needs unpickling of arbitrary Python objects, which could run code "
             f"({str(exc).splitlines()[0][:160]}). Save only the weights: "
@@ -283,7 +291,7 @@ def check_model(model: nn.Module, data: Dataset, n: int = 8) -> nn.Module:
         hint = (" It was exported with a fixed batch size: export with a dynamic batch dimension "
                 "(dynamic_shapes={0: Dim.DYNAMIC})." if "Guard failed" in str(exc) else "")
         raise ModelDataMismatch(f"The model does not run on this data (input shape {tuple(x.shape[1:])} per "
-                                f"sample): {str(exc).splitlines()[0][:200]}.{hint}") from None
+                                f"sample): {short_reason(exc)}.{hint}") from None
     if not isinstance(out, torch.Tensor):
         key = _find_logits_key(out, x.shape[0], data.num_classes)
         if key is None:

@@ -102,8 +102,8 @@ def _data_sidebar() -> None:
     choice = st.selectbox("Data", ["digits (bundled)", UPLOAD], key="data_source",
                           help="The data set that calibrates, fine-tunes and evaluates.")
     if choice == UPLOAD:
-        upload = st.file_uploader("Data file (.npz, .zip of class folders, .csv)", type=["npz", "zip", "csv"],
-                                  key="data_upload")
+        upload = st.file_uploader("Data file (.npz, .zip of class folders, .csv)", key="data_upload",
+                                  help="Recognised by content; validated before use.")
         if upload is not None and st.session_state.get("data_key") != upload.file_id:
             st.session_state["data_key"] = upload.file_id
             try:
@@ -129,8 +129,8 @@ def sidebar() -> None:
                      format_func=lambda o: zoo.ZOO[o[5:]].title if o.startswith("demo:") else o)
         _sync_model_choice()
         if st.session_state.get("model_source") == UPLOAD:
-            upload = st.file_uploader("Model file (TorchScript, .pt2, state dict, compact)",
-                                      type=["pt", "pth", "pt2", "ts", "safetensors", "cmp", "bin"], key="model_upload")
+            upload = st.file_uploader("Model file (TorchScript, .pt2, state dict, compact)", key="model_upload",
+                                      help="Recognised by content, whatever its name. Never unpickled.")
             arch = st.selectbox("Architecture (for a bare state dict)", [None] + zoo.list_models(),
                                 key="upload_arch", format_func=lambda a: "none" if a is None else a)
             if upload is not None:
