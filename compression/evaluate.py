@@ -252,3 +252,14 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
         per_class_accuracy=tuple(float(v) for v in per_class),
         confusion=tuple(tuple(int(v) for v in row) for row in conf),
     )
+
+
+def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = True,
+                          repeats: int = 10) -> dict:
+    """What one slider move computes: compress a copy of `model` with `cfg`, then evaluate it
+    against the original. Returns {"metrics": full EvalResult dict, "report": Report dict}."""
+    from compression.config import compress
+
+    compressed, report = compress(model, cfg, data)
+    metrics = evaluate(compressed, data, reference=model, latency=latency, repeats=repeats)
+    return {"metrics": metrics.to_dict(full=True), "report": report.to_dict()}

@@ -158,12 +158,10 @@ def sidebar() -> None:
 @st.cache_data(max_entries=512, show_spinner=False)
 def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str,
                 latency: bool) -> dict:
-    from compression.config import compress, config_from_json
-    from compression.evaluate import evaluate
+    from compression.config import config_from_json
+    from compression.evaluate import compress_and_evaluate
 
-    model, report = compress(_model, config_from_json(cfg_json), _data)
-    metrics = evaluate(model, _data, reference=_model, latency=latency, repeats=10).to_dict(full=True)
-    return {"metrics": metrics, "report": report.to_dict()}
+    return compress_and_evaluate(_model, config_from_json(cfg_json), _data, latency=latency)
 
 
 def compressed_result(cfg, latency: bool = True) -> dict:

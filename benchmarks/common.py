@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmarks: timing, process memory, and table printing."""
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+
+def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time in seconds of fn() over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MiB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    """A plain fixed-width table on stderr (stdout is kept for --json)."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in cols}
+    out = sys.stderr
+    print(f"\n== {title}", file=out)
+    print("  ".join(c.ljust(width[c]) for c in cols), file=out)
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(width[c]) for c in cols), file=out)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
