@@ -90,17 +90,19 @@ def split_indices(y: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np
 
 def make_dataset(name: str, X: np.ndarray, y: np.ndarray, num_classes: int | None = None,
                  class_names: tuple[str, ...] | None = None, seed: int = SPLIT_SEED,
-                 meta: dict | None = None) -> Dataset:
+                 meta: dict | None = None,
+                 indices: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Dataset:
     """Split, normalise (with train statistics) and wrap validated arrays.
 
     Args:
         X: float array (N, ...) of finite values.
         y: int array (N,) with labels in [0, num_classes).
+        indices: precomputed (train, val, test) indices; default: split_indices(y, seed).
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     num_classes = int(num_classes if num_classes is not None else y.max() + 1)
-    train_idx, val_idx, test_idx = split_indices(y, seed)
+    train_idx, val_idx, test_idx = indices if indices is not None else split_indices(y, seed)
     mean = float(X[train_idx].mean())
     std = float(X[train_idx].std()) or 1.0
     Xn = (X - mean) / std
@@ -115,22 +117,37 @@ def make_dataset(name: str, X: np.ndarray, y: np.ndarray, num_classes: int | Non
 
 
 _DIGITS: Dataset | None = None
+DIGITS_BUNDLE = Path(__file__).resolve().parent.parent / "assets" / "digits.npz"
+
+
+def bundle_digits(path: Path = DIGITS_BUNDLE) -> Path:
+    """Write scikit-learn's digits and the fixed split indices to assets/digits.npz, so the app
+    starts without importing scikit-learn (`python -m compression.data`)."""
+    from sklearn.datasets import load_digits as _sk_digits
+
+    bunch = _sk_digits()
+    images = bunch.images.astype(np.uint8)  # (N, 8, 8), values 0..16
+    train, val, test = split_indices(bunch.target, SPLIT_SEED)
+    np.savez_compressed(path, images=images, target=bunch.target.astype(np.int64),
+                        train=train, val=val, test=test)
+    return path
 
 
 def load_digits() -> Dataset:
     """scikit-learn's bundled handwritten digits: 1,797 images of 8x8, 10 classes.
 
-    Split 60/20/20 with a fixed seed: 1,077 train, 360 validation, 360 test. Inputs are
-    (N, 1, 8, 8), normalised with the training split's mean and std. The result is cached
-    and shared: never modify its tensors in place.
+    Split 60/20/20, stratified, seed 0: 1,077 train, 360 validation, 360 test. Inputs are
+    (N, 1, 8, 8), normalised with the training split's mean and std. Read from
+    assets/digits.npz (written by `python -m compression.data` from scikit-learn's copy).
+    The result is cached and shared: never modify its tensors in place.
     """
     global _DIGITS
     if _DIGITS is None:
-        from sklearn.datasets import load_digits as _sk_digits
-
-        bunch = _sk_digits()
-        X = bunch.images.astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8), values 0..16
-        _DIGITS = make_dataset("digits", X, bunch.target, num_classes=10, meta={"source": "sklearn"})
+        with np.load(DIGITS_BUNDLE, allow_pickle=False) as z:
+            X = z["images"].astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8), values 0..16
+            indices = (z["train"], z["val"], z["test"])
+            _DIGITS = make_dataset("digits", X, z["target"], num_classes=10, indices=indices,
+                                   meta={"source": "scikit-learn load_digits"})
     return _DIGITS
 
 
@@ -141,3 +158,7 @@ def load_data(spec: str | Path | None = None) -> Dataset:
     from compression.datafiles import load_data_file
 
     return load_data_file(Path(spec))
+
+
+if __name__ == "__main__":
+    print(f"wrote {bundle_digits()}")

@@ -178,7 +178,7 @@ class EvalResult:
     fp32_bytes: int
     size_bytes: int
     size_method: str
-    macs: int
+    macs: int | None
     latency_ms: float | None
     latency_iqr_ms: float | None
     batch_size: int
@@ -211,12 +211,14 @@ class EvalResult:
 
 def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn.Module | None = None,
              latency: bool = True, batch_size: int = 64, repeats: int = 30,
-             threads: int | None = None) -> EvalResult:
+             threads: int | None = None, macs: bool = True) -> EvalResult:
     """Evaluate a model on one split of a data set.
 
     Args:
         reference: a model to compare with (top-1 agreement, KL divergence), e.g. the original.
         latency: measure latency at `batch_size` (median of `repeats` runs after warm-up).
+        macs: count MACs (the first count in a process pays ~1 s of torch imports; the app's
+            first page skips it for its headline numbers and counts per layer afterwards).
     Returns:
         an EvalResult; `size_bytes` is the size of the model as actually serialised.
     """
@@ -232,7 +234,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
     params = count_params(model)
     size, how = serialized_size(model)
     example = part.X[:1]
-    macs, _ = count_macs(model, example)
+    n_macs = count_macs(model, example)[0] if macs else None
     lat = None
     if latency:
         batch = part.X[:batch_size]
@@ -245,7 +247,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
         top5=topk_accuracy(logits, part.y, 5) if data.num_classes > 5 else None,
         loss=F.cross_entropy(logits, part.y).item(),
         params=params, nonzero_params=count_nonzero_params(model), fp32_bytes=params * 4,
-        size_bytes=size, size_method=how, macs=macs,
+        size_bytes=size, size_method=how, macs=n_macs,
         latency_ms=lat.median_ms if lat else None, latency_iqr_ms=lat.iqr_ms if lat else None,
         batch_size=batch_size, threads=lat.threads if lat else (threads or torch.get_num_threads()),
         split=split, n_samples=len(part), agreement=agree, kl_divergence=kl,

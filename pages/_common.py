@@ -38,7 +38,7 @@ def baseline_metrics(_model: torch.nn.Module, model_id: str, _data: Dataset, dat
     """Full evaluation of a model, computed once per (model, data) identity."""
     from compression.evaluate import evaluate
 
-    return evaluate(_model, _data).to_dict(full=True)
+    return evaluate(_model, _data, macs=False).to_dict(full=True)
 
 
 def show_error(exc: Exception, what: str = "That did not work") -> None:

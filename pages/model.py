@@ -26,11 +26,10 @@ c3.metric("Size", f"{m['size_bytes'] / 1024:.1f} KiB", help=m["size_method"])
 c4.metric("Latency", f"{m['latency_ms']:.2f} ms",
           help=f"median of repeated runs after warm-up, batch {m['batch_size']}, {m['threads']} threads "
                f"(IQR {m['latency_iqr_ms']:.3f} ms)")
-st.caption(f"Loss {m['loss']:.4f} · top-5 {m['top5'] or 0:.2%} · MACs per sample {m['macs']:,} · "
+table = layer_table(base.model, data.test.X[:1])
+st.caption(f"Loss {m['loss']:.4f} · top-5 {m['top5'] or 0:.2%} · MACs per sample {int(table['macs'].sum()):,} · "
            f"fp32 weights {m['fp32_bytes'] / 1024:.1f} KiB · data: {data.name}, "
            f"{', '.join(f'{k} {v}' for k, v in data.sizes().items())}")
-
-table = layer_table(base.model, data.test.X[:1])
 st.subheader("Layers")
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={"params_share": st.column_config.ProgressColumn("share of params", format="percent"),

@@ -15,6 +15,18 @@ def test_digits_split_is_fixed(digits):
     assert load_digits().fingerprint == digits.fingerprint
 
 
+def test_bundled_digits_are_scikit_learns(digits):
+    from sklearn.datasets import load_digits as sk_digits
+
+    from compression.data import split_indices
+
+    bunch = sk_digits()
+    X = (digits.test.X * digits.std + digits.mean).round().numpy()
+    train, val, test = split_indices(bunch.target)
+    assert (X[:, 0] == bunch.images[test]).all() and (digits.test.y.numpy() == bunch.target[test]).all()
+    assert len(train) == len(digits.train) and len(val) == len(digits.val)
+
+
 def test_builtin_models_match_their_record(any_builtin, digits):
     name, model = any_builtin
     record = zoo.zoo_summary()[name]
