@@ -1,0 +1,223 @@
+"""Figure builders of the analysis pages: trace counts, axis titles, plotted values, and the Pareto
+front on hand-made cases."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from compression import figures_analysis as fa
+
+
+@pytest.fixture
+def points() -> pd.DataFrame:
+    # A hand case: b dominates c (smaller and more accurate); a, b, d trade off; e misses a size.
+    return pd.DataFrame({
+        "label": ["a", "b", "c", "d", "e"],
+        "source": ["session", "session", "store", "store", "session"],
+        "accuracy": [0.99, 0.95, 0.90, 0.80, 1.0],
+        "size_bytes": [4096, 2048, 3072, 1024, None],
+        "latency_ms": [2.0, 1.0, 0.5, 3.0, 0.1],
+        "config": [{"kind": "prune", "sparsity": s} for s in (0.1, 0.5, 0.6, 0.9, 0.0)],
+    })
+
+
+def test_pareto_front_hand_case(points):
+    assert fa.pareto_front(points, "size_bytes").tolist() == [True, True, False, True, False]
+    # on latency: e (0.1 ms, 1.0 accuracy) beats everything
+    assert fa.pareto_front(points, "latency_ms").tolist() == [False, False, False, False, True]
+
+
+def test_pareto_front_ties_and_duplicates():
+    df = pd.DataFrame({"size_bytes": [1.0, 1.0, 2.0, 2.0], "accuracy": [0.5, 0.5, 0.5, 0.7]})
+    # identical points do not dominate each other; (2, 0.5) is dominated by (1, 0.5)
+    assert fa.pareto_front(df, "size_bytes").tolist() == [True, True, False, True]
+
+
+def test_pareto_front_keeps_index(points):
+    shuffled = points.sample(frac=1.0, random_state=0)
+    front = fa.pareto_front(shuffled, "size_bytes")
+    assert front.index.equals(shuffled.index)
+    assert sorted(shuffled.loc[front, "label"]) == ["a", "b", "d"]
+
+
+def test_tradeoff_figure_traces_axes_and_front(points):
+    fig = fa.tradeoff_figure(points, "size_bytes")
+    names = [t.name for t in fig.data]
+    assert names == ["session", "store", "Pareto front"]
+    assert fig.layout.xaxis.title.text == "size (KiB)"
+    assert fig.layout.yaxis.title.text == "accuracy"
+    front = fig.data[-1]
+    assert list(front.x) == [1.0, 2.0, 4.0]          # KiB, sorted by size
+    assert list(front.y) == [0.80, 0.95, 0.99]
+    session = fig.data[0]
+    assert list(session.x) == [4.0, 2.0]             # e has no size: not drawn
+    assert "sparsity" in session.hovertext[0] and "<b>a</b>" in session.hovertext[0]
+
+
+def test_tradeoff_figure_latency_axis(points):
+    fig = fa.tradeoff_figure(points, "latency_ms")
+    assert fig.layout.xaxis.title.text == "latency (ms)"
+    assert list(fig.data[-1].x) == [0.1] and list(fig.data[-1].y) == [1.0]
+    assert sum(len(t.x) for t in fig.data[:-1]) == 5
+
+
+def test_results_frame_and_store_frame():
+    results = [{"label": "prune 50%", "config": {"kind": "prune", "sparsity": 0.5}, "model": "demo:mlp",
+                "metrics": {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": 0.2}}]
+    df = fa.results_frame(results)
+    assert list(df.columns) == fa.TRADEOFF_COLUMNS
+    assert df.loc[0, "method"] == "prune" and df.loc[0, "accuracy"] == 0.9
+    assert json.loads(df.loc[0, "config"]) == {"kind": "prune", "sparsity": 0.5}
+    store = pd.DataFrame({"id": ["r1", "r2"], "kind": ["quantize", "prune"], "model_id": ["m", "m"],
+                          "config": ['{"bits": 4}', '{"sparsity": 0.7}'],
+                          "metrics": ['{"accuracy": 0.8, "size_bytes": 500}', {"accuracy": 0.7}]})
+    rows = fa.store_frame(store)
+    assert rows["accuracy"].tolist() == [0.8, 0.7]
+    assert rows.loc[0, "size_bytes"] == 500 and rows.loc[0, "source"] == "store"
+    flat = fa.store_frame(pd.DataFrame({"run_id": [1], "method": ["lowrank"], "accuracy": [0.5],
+                                        "size_bytes": [10.0], "latency_ms": [np.nan]}))
+    assert flat.loc[0, "method"] == "lowrank" and flat.loc[0, "size_bytes"] == 10.0
+    assert flat.loc[0, "latency_ms"] is None
+
+
+def test_store_frame_from_a_real_store(tmp_path):
+    store_mod = pytest.importorskip("compression.store")
+    store = store_mod.Store(tmp_path / "runs.sqlite")
+    first = store.record("prune", "demo:mlp:demo:mlp", ("digits", "abc"), {"kind": "prune", "sparsity": 0.5},
+                         {"accuracy": 0.95, "size_bytes": 2048, "latency_ms": 0.1, "baseline": {"accuracy": 0.97}})
+    store.record("quantize", ("demo:mlp", "x"), "digits", {"kind": "quantize", "bits": 4}, {"accuracy": 0.9})
+    rows = fa.store_frame(store.dataframe())
+    assert rows["method"].tolist() == ["quantize", "prune"]            # newest first
+    prune = rows.iloc[1]
+    assert prune["label"] == f"prune {first[:8]}" and prune["model"] == "demo:mlp"
+    assert prune["accuracy"] == 0.95 and prune["size_bytes"] == 2048  # not the baseline's accuracy
+    assert json.loads(prune["config"]) == {"kind": "prune", "sparsity": 0.5}
+    assert rows.iloc[0]["size_bytes"] is None or np.isnan(rows.iloc[0]["size_bytes"])
+    assert fa.pareto_front(rows, "size_bytes").tolist() == [False, True]
+
+
+def test_curve_figure_one_line_per_run():
+    rows = [{"run": r, "epoch": e, "val_accuracy": a, "val_loss": 1 - a}
+            for r, off in (("distilled", 0.1), ("baseline", 0.0)) for e, a in ((2, 0.6 + off), (1, 0.5 + off))]
+    fig = fa.curve_figure(rows, "val_accuracy")
+    assert [t.name for t in fig.data] == ["distilled", "baseline"]
+    assert list(fig.data[0].x) == [1, 2] and list(fig.data[0].y) == pytest.approx([0.6, 0.7])
+    assert fig.data[1].line.dash == "dot"
+    assert fig.layout.xaxis.title.text == "epoch"
+    assert fig.layout.yaxis.title.text == "validation accuracy"
+    assert len(fa.curve_figure([], "val_loss").data) == 0
+
+
+@pytest.fixture
+def sweep() -> pd.DataFrame:
+    return pd.DataFrame({"layer": ["fc1"] * 3 + ["fc2"] * 3,
+                         "level": [0.9, 0.5, 0.1] * 2,
+                         "accuracy": [0.5, 0.9, 0.95, 0.8, 0.94, 0.95],
+                         "loss": [2.0, 0.5, 0.2, 0.8, 0.25, 0.2]})
+
+
+def test_sweep_lines_figure(sweep):
+    fig = fa.sweep_lines_figure(sweep, level_title="sparsity", baseline=0.96)
+    assert [t.name for t in fig.data] == ["fc1", "fc2"]
+    assert list(fig.data[0].x) == [0.1, 0.5, 0.9] and list(fig.data[0].y) == [0.95, 0.9, 0.5]
+    assert fig.layout.xaxis.title.text == "sparsity" and fig.layout.yaxis.title.text == "accuracy"
+    assert fig.layout.shapes[0].y0 == 0.96
+
+
+def test_sweep_heatmap_figure(sweep):
+    fig = fa.sweep_heatmap_figure(sweep, level_title="sparsity")
+    (heat,) = fig.data
+    assert list(heat.y) == ["fc1", "fc2"] and list(heat.x) == ["0.1", "0.5", "0.9"]
+    assert np.asarray(heat.z).tolist() == [[0.95, 0.9, 0.5], [0.95, 0.94, 0.8]]
+    assert fig.layout.xaxis.title.text == "sparsity" and fig.layout.yaxis.title.text == "layer"
+
+
+def test_proxy_and_correlation_figures():
+    table = pd.DataFrame({"layer": ["a", "b", "c"], "magnitude": [1.0, 3.0, 2.0], "hessian": [5.0, 5.0, 5.0]})
+    fig = fa.proxy_figure(table, ["magnitude", "hessian"])
+    assert [t.name for t in fig.data] == ["magnitude", "hessian"]
+    assert list(fig.data[0].y) == [0.0, 1.0, 0.5]          # min-max scaled
+    assert list(fig.data[1].y) == [0.5, 0.5, 0.5]          # constant proxy: centred, not NaN
+    assert list(fig.data[0].customdata) == [1.0, 3.0, 2.0]  # raw values on hover
+    corr = fa.correlation_figure({"magnitude": 0.8, "hessian": -0.2})
+    assert list(corr.data[0].x) == ["magnitude", "hessian"] and list(corr.data[0].y) == [0.8, -0.2]
+    assert corr.layout.yaxis.title.text == "Spearman ρ"
+
+
+def test_allocation_figure():
+    layers = pd.DataFrame({"layer": ["fc1", "fc2"], "planned": [0.8, 0.2], "uniform": [0.5, 0.5]})
+    fig = fa.allocation_figure(layers, "sparsity")
+    assert [t.name for t in fig.data] == ["planned", "uniform"]
+    assert list(fig.data[0].y) == [0.8, 0.2] and fig.layout.yaxis.title.text == "sparsity"
+
+
+def test_attribution_figure_grid():
+    inputs = [np.arange(64.0).reshape(1, 8, 8), np.ones((1, 8, 8))]
+    maps = {"original": [np.full((1, 8, 8), 2.0), -np.ones((1, 8, 8))],
+            "compressed": [np.ones((8, 8)), np.zeros((1, 8, 8))]}
+    fig = fa.attribution_figure(inputs, maps, row_titles=["#3 label 1", "#7 label 2"])
+    assert len(fig.data) == 6                              # 2 rows x (input + 2 maps)
+    assert np.asarray(fig.data[0].z).shape == (8, 8)
+    assert fig.data[1].zmax == 2.0 and fig.data[1].zmin == -2.0   # one symmetric scale per row
+    assert fig.data[2].zmax == 2.0
+    assert fig.layout.annotations[1].text == "#3 label 1 · original"
+
+
+class FakeJob:
+    def __init__(self):
+        self.stop = threading.Event()
+        self.reports: list = []
+
+    def report(self, fraction, message="", event=None):
+        self.reports.append((fraction, message, event))
+
+
+def test_sweep_work_reports_every_point(digits):
+    pytest.importorskip("compression.pruning")
+    from compression import zoo
+
+    job = FakeJob()
+    out = fa.sweep_work(zoo.load_pretrained("mlp"), digits, "prune", [0.5, 0.9], proxies=False)(job)
+    sweep = out["sweep"]
+    assert len(sweep) == 6 and out["proxies"] is None          # 3 layers x 2 levels
+    events = [e for _, _, e in job.reports if e is not None]
+    assert [(e["layer"], e["level"]) for e in events] == list(zip(sweep["layer"], sweep["level"]))
+    fractions = [f for f, _, _ in job.reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_sweep_work_stops_and_skips_proxies(digits):
+    from compression import zoo
+
+    job = FakeJob()
+    job.stop.set()
+    out = fa.sweep_work(zoo.load_pretrained("mlp"), digits, "quantize", [2, 8], proxies=True)(job)
+    assert len(out["sweep"]) == 0 and out["proxies"] is None
+
+
+def test_distill_work_events_and_both_runs(tiny_data):
+    distillation = pytest.importorskip("compression.distillation")
+    from compression import zoo
+
+    teacher, student = zoo.build("mlp", num_classes=4), zoo.build("student", num_classes=4)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    cfg = distillation.DistillConfig(temperature=4.0, alpha=0.9, epochs=2, lr=1e-3, batch_size=32, seed=0,
+                                     hard_labels=False)
+    job = FakeJob()
+    out = fa.distill_work(teacher, student, tiny_data, cfg, with_baseline=True, evaluate_latency=False)(job)
+    events = [e for _, _, e in job.reports if e is not None]
+    assert [(e["run"], e["epoch"]) for e in events] == [("distilled", 1), ("distilled", 2),
+                                                        ("baseline", 1), ("baseline", 2)]
+    assert all(0.0 <= e["val_accuracy"] <= 1.0 for e in events)
+    for run in ("distilled", "baseline"):
+        assert 0.0 <= out[run]["metrics"]["accuracy"] <= 1.0
+        assert out[run]["metrics"]["agreement"] is not None            # measured against the teacher
+    assert out["teacher"]["params"] > 0
+    fractions = [f for f, _, _ in job.reports]
+    assert fractions == sorted(fractions)
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in before.items())  # caller's student unchanged
