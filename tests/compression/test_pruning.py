@@ -1,0 +1,120 @@
+"""Pruning: achieved sparsity, scopes, the original untouched, structural shrinking, recovery."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compression import zoo
+from compression.config import config_from_dict
+from compression.errors import ConfigError
+from compression.evaluate import accuracy_and_loss, count_params
+from compression.pruning import (ChannelPruneConfig, PruneConfig, channel_prune, finetune, layer_sparsity,
+                                 magnitude_mask, make_permanent, prune)
+from compression.training import TrainConfig
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "taylor"])
+def test_layer_scope_achieves_request_on_every_builtin(any_builtin, digits, method):
+    name, model = any_builtin
+    before = _state(model)
+    pruned, report = prune(model, PruneConfig(method=method, sparsity=0.6), digits)
+    for row in report.layers:
+        assert abs(row["achieved"] - 0.6) * row["params"] <= 1.0  # within one weight
+    measured = layer_sparsity(pruned)
+    assert all(abs(measured[r["layer"]] - r["achieved"]) < 1e-9 for r in report.layers)
+    assert _same(before, model.state_dict()) and _hooks(model) == 0
+    assert pruned(digits.test.X[:4]).shape == (4, 10)
+
+
+def test_global_scope_is_one_threshold(pretrained):
+    pruned, report = prune(pretrained("mlp"), PruneConfig(sparsity=0.8, scope="global"))
+    achieved = [r["achieved"] for r in report.layers]
+    assert report.metrics["sparsity"] == pytest.approx(0.8, abs=1e-4)
+    assert max(achieved) - min(achieved) > 0.05  # layers end at different sparsities
+    kept = torch.cat([(m.weight_orig * m.weight_mask).flatten() for m in pruned.modules() if hasattr(m, "weight_mask")])
+    nonzero = kept[kept != 0].abs()
+    removed = torch.cat([(m.weight_orig * (1 - m.weight_mask)).flatten() for m in pruned.modules()
+                         if hasattr(m, "weight_mask")]).abs()
+    assert removed.max() <= nonzero.min()
+
+
+def test_random_is_seeded_and_taylor_differs(pretrained, digits):
+    m = pretrained("student")
+    a, _ = prune(m, PruneConfig(method="random", sparsity=0.5, seed=1))
+    b, _ = prune(m, PruneConfig(method="random", sparsity=0.5, seed=1))
+    assert torch.equal(a.fc1.weight_mask if hasattr(a, "fc1") else a.fcs[0].weight_mask, b.fcs[0].weight_mask)
+    t, _ = prune(m, PruneConfig(method="taylor", sparsity=0.5), digits)
+    g, _ = prune(m, PruneConfig(method="magnitude", sparsity=0.5))
+    assert not torch.equal(t.fcs[0].weight_mask, g.fcs[0].weight_mask)
+
+
+def test_overrides_and_skip(pretrained):
+    cfg = PruneConfig(sparsity=0.5, overrides={"fc1": 0.9}, skip=("fc3",))
+    pruned, report = prune(pretrained("mlp"), cfg)
+    rows = {r["layer"]: r for r in report.layers}
+    assert rows["fc1"]["achieved"] == pytest.approx(0.9, abs=1e-4) and "fc3" not in rows
+    assert ("fc3", "in the skip list") in report.skipped and not hasattr(pruned.fc3, "weight_mask")
+
+
+@pytest.mark.parametrize("kwargs", [{"sparsity": 1.0}, {"sparsity": -0.1}, {"method": "nope"},
+                                    {"scope": "row"}, {"overrides": {"fc1": 2.0}}])
+def test_bad_configs(kwargs):
+    with pytest.raises(ConfigError):
+        PruneConfig(**kwargs)
+
+
+def test_unknown_layer_names(pretrained):
+    with pytest.raises(ConfigError, match="Unknown layer"):
+        prune(pretrained("mlp"), PruneConfig(overrides={"nope": 0.5}))
+
+
+def test_json_round_trip():
+    cfg = PruneConfig(method="taylor", sparsity=0.3, scope="global", overrides={"fc1": 0.5}, skip=("fc3",))
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert config_from_dict(ChannelPruneConfig(0.4).to_dict()) == ChannelPruneConfig(0.4)
+
+
+def test_magnitude_mask_exact_count():
+    mask = magnitude_mask(torch.ones(7, 3), 0.5)  # all ties
+    assert int((mask == 0).sum()) == round(0.5 * 21)
+
+
+def test_make_permanent(pretrained):
+    pruned, _ = prune(pretrained("mlp"), PruneConfig(sparsity=0.9))
+    make_permanent(pruned)
+    assert not any(k.endswith("_mask") for k in pruned.state_dict())
+    assert layer_sparsity(pruned)["fc1"] == pytest.approx(0.9, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_channel_pruning_really_removes_channels(pretrained, digits, name):
+    model = pretrained(name)
+    before = _state(model)
+    small, report = channel_prune(model, ChannelPruneConfig(sparsity=0.5), digits, measure_latency=False)
+    assert count_params(small) < count_params(model)
+    rows = report.layers[:-1]  # the classifier keeps its outputs
+    assert all(r["channels_after"] < r["channels_before"] for r in rows)
+    assert small(digits.test.X[:5]).shape == (5, 10)
+    assert _same(before, model.state_dict())
+
+
+def test_finetune_keeps_sparsity_and_recovers(pretrained, digits):
+    pruned, _ = prune(pretrained("mlp"), PruneConfig(sparsity=0.9))
+    before = layer_sparsity(pruned)
+    tuned, report = finetune(pruned, digits, TrainConfig(epochs=2, lr=1e-3))
+    assert layer_sparsity(tuned) == before
+    assert report.metrics["accuracy_after"] >= report.metrics["accuracy_before"]
+    assert accuracy_and_loss(tuned, digits.val)[0] == pytest.approx(report.metrics["accuracy_after"])
