@@ -2,7 +2,7 @@
 
 Convention: a quantized layer keeps its `weight` as the dequantized float values (so it runs as a
 normal layer) and carries `layer.weight_qinfo = QuantInfo(...)`, from which the integer codes
-are recovered exactly: q = clamp(round(w / scale) + zero_point, qmin, qmax).
+are recovered exactly: q = clamp(round(w * (1 / scale)) + zero_point, qmin, qmax).
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ class QuantInfo:
     def codes(self, w: torch.Tensor) -> torch.Tensor:
         """Integer codes (int32) of a float tensor under these parameters."""
         scale, zp = self._shape(self.scale, w), self._shape(self.zero_point, w)
-        return torch.clamp(torch.round(w / scale) + zp, self.qmin, self.qmax).to(torch.int32)
+        inv = 1.0 / scale  # multiply by the reciprocal, as PyTorch's fake-quant kernels do
+        return torch.clamp(torch.round(w * inv) + zp, self.qmin, self.qmax).to(torch.int32)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         scale, zp = self._shape(self.scale, codes), self._shape(self.zero_point, codes)
