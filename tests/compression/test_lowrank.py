@@ -28,11 +28,14 @@ def test_params_fall_with_rank(pretrained, digits):
 
 def test_factors_approximate_the_layer(pretrained):
     model = pretrained("mlp")
-    new, report = lowrank(model, LowRankConfig(energy=0.999), measure_latency=False)
+    new, report = lowrank(model, LowRankConfig(energy=0.9), measure_latency=False)
+    assert "fc2" in {r["layer"] for r in report.layers}
     W = model.fc2.weight
     approx = new.fc2[1].weight @ new.fc2[0].weight
-    assert torch.linalg.norm(W - approx) / torch.linalg.norm(W) < 0.05
-    assert all(r["energy_kept"] >= 0.999 for r in report.layers)
+    # Eckart-Young: the relative error of the best rank-r approximation is sqrt(1 - energy kept)
+    kept = next(r["energy_kept"] for r in report.layers if r["layer"] == "fc2")
+    assert kept >= 0.9
+    assert float(torch.linalg.norm(W - approx) / torch.linalg.norm(W)) == pytest.approx((1 - kept) ** 0.5, rel=1e-3)
 
 
 def test_runs_on_every_builtin_and_original_untouched(any_builtin, digits):
