@@ -1,0 +1,145 @@
+"""CLI commands over the experiment store and recipes: `runs`, `report` and `run`.
+
+    python -m compression runs --json
+    python -m compression report --runs 3f2a9c1e,77b0d2aa --out report.html
+    python -m compression run recipe.yaml --model demo:mlp --store --json
+
+`add_store_arg` / `store_from_args` give any command a `--store [PATH]` option: with it, the
+command records its run (in PATH, or the default store when PATH is left out); without it,
+nothing is recorded. `runs` and `report` read the default store unless --store names another.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from compression.cli import add_data_args, add_model_args, command, load_inputs
+from compression.errors import ConfigError
+from compression.store import Store, default_store_path
+
+
+def add_store_arg(p: argparse.ArgumentParser) -> None:
+    """Add `--store [PATH]`: record the run in the experiment store (default path if no PATH)."""
+    p.add_argument("--store", nargs="?", const="", default=None, metavar="PATH",
+                   help="record in the experiment store at PATH (without PATH: $COMPRESSION_STORE, "
+                        "else ~/.local/share/compression-studio/runs.sqlite)")
+
+
+def store_from_args(args: argparse.Namespace, default: bool = False) -> Store | None:
+    """The Store that `--store` names; None when --store was not given (unless `default`,
+    then the default store)."""
+    value = getattr(args, "store", None)
+    if value is None and not default:
+        return None
+    return Store(Path(value) if value else default_store_path())
+
+
+def _split_ids(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def chosen_runs(store: Store, ids: list[str], kind: str | None = None, limit: int | None = None) -> list:
+    """The runs named by id (or unique id prefix), in that order; all runs (newest first) if none."""
+    if ids:
+        return [store.get(i) for i in ids]
+    return store.list(kind=kind, limit=limit)
+
+
+def _setup_runs(p: argparse.ArgumentParser) -> None:
+    add_store_arg(p)
+    p.add_argument("--kind", default=None, help="only runs of this kind (prune, quantize, recipe, ...)")
+    p.add_argument("--model", default=None, help="only runs of this model (name or fingerprint)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many runs, newest first")
+    p.add_argument("--json", action="store_true", help="print a JSON list of runs")
+
+
+@command("runs", "list the runs recorded in the experiment store", _setup_runs)
+def cmd_runs(args: argparse.Namespace) -> list:
+    store = store_from_args(args, default=True)
+    return [run.to_dict() for run in store.list(kind=args.kind, model=args.model, limit=args.limit)]
+
+
+def _setup_report(p: argparse.ArgumentParser) -> None:
+    add_store_arg(p)
+    p.add_argument("--runs", default=None, help="comma-separated run ids or id prefixes (default: all runs)")
+    p.add_argument("--kind", default=None, help="without --runs: only runs of this kind")
+    p.add_argument("--limit", type=int, default=None, help="without --runs: at most this many, newest first")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--csv", default=None, help="also write the runs as CSV to this file")
+    p.add_argument("--title", default="Compression Studio report")
+    add_model_args(p, required=False)
+    p.add_argument("--data", default="digits", help="data for the model summary's MAC counts")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _model_summary(args: argparse.Namespace):
+    if not args.model:
+        return None
+    from compression.summary import layer_table
+
+    loaded, data = load_inputs(args)
+    return layer_table(loaded.model, data.val.X[:1])
+
+
+@command("report", "write a self-contained HTML report (and CSV) of recorded runs", _setup_report)
+def cmd_report(args: argparse.Namespace) -> dict:
+    from compression.report import html_report, runs_csv
+
+    store = store_from_args(args, default=True)
+    runs = chosen_runs(store, _split_ids(args.runs), args.kind, args.limit)
+    page = html_report(runs, _model_summary(args), [], title=args.title)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    result = {"out": str(out), "bytes": out.stat().st_size, "runs": len(runs), "store": str(store.path)}
+    if args.csv:
+        Path(args.csv).write_text(runs_csv(runs), encoding="utf-8")
+        result["csv"] = args.csv
+    return result
+
+
+def _setup_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", metavar="RECIPE", help="a recipe file (YAML or JSON)")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--seed", type=int, default=0, help="step i runs with seed + i unless it names a seed")
+    p.add_argument("--latency", action="store_true", help="also measure latency of the result")
+    p.add_argument("--save", default=None, help="write the resulting model to this file")
+    p.add_argument("--format", default="compact", help="format for --save: compact (default), "
+                   "safetensors, torchscript, exported or onnx")
+    add_store_arg(p)
+
+
+def _recipe_source(text: str) -> Path | str:
+    """A recipe file path, or inline YAML/JSON text (with a newline, or starting '{' or '[')."""
+    if "\n" in text or text.lstrip().startswith(("{", "[")):
+        return text
+    if Path(text).is_file():
+        return Path(text)
+    raise ConfigError(f"No recipe file at {text!r}. Give a YAML or JSON recipe file.")
+
+
+@command("run", "apply a recipe (a list of compression steps) to a model", _setup_run)
+def cmd_run(args: argparse.Namespace) -> dict:
+    from compression.export import export_model
+    from compression.recipes import load_recipe, recipe_run_config, run_recipe
+
+    recipe = load_recipe(_recipe_source(args.recipe))
+    loaded, data = load_inputs(args)
+    model, reports, metrics = run_recipe(loaded.model, data, recipe, seed=args.seed, latency=args.latency)
+    artefacts = {}
+    if args.save:
+        artefacts = export_model(model, args.format, args.save, data.val.X[:1]).to_dict()
+    steps = [{"method": r.method, "config": r.config, "metrics": r.metrics, "simulated": r.simulated,
+              "skipped": [{"layer": n, "reason": why} for n, why in r.skipped]} for r in reports]
+    result = {"model": loaded.name, "data": data.name, "recipe": recipe.name, "seed": args.seed,
+              **metrics, "steps": steps}
+    if artefacts:
+        result["saved"] = artefacts
+    store = store_from_args(args)
+    if store is not None:
+        recorded = {**metrics, "steps_metrics": [s["metrics"] for s in steps]}
+        result["run_id"] = store.record("recipe", loaded, data, recipe_run_config(recipe, args.seed),
+                                        recorded, artefacts)
+    return result
+

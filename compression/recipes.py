@@ -1,0 +1,324 @@
+"""Recipes: an ordered list of compression steps, saved as YAML or JSON and replayed exactly.
+
+A step is a method config dict as stored in runs (`{"kind": "prune", "sparsity": 0.5, ...}`, any
+kind registered in compression.config), or one of the recipe-only steps:
+
+    {"kind": "finetune", "epochs": 3, "lr": 0.001, ...}           recover accuracy (training.fit)
+    {"kind": "distill_from_original", "epochs": 3, "alpha": 0.9}  fine-tune with the model as it
+                                                                   was before the recipe as teacher
+
+Their fields are those of `training.TrainConfig` (finetune: epochs, lr, batch_size, seed,
+weight_decay). A step without a seed gets `seed + step index` from `run_recipe`, so the same
+recipe, model, data and seed give the same model and metrics.
+
+    steps:
+      - {kind: prune, method: magnitude, sparsity: 0.6}
+      - {kind: finetune, epochs: 2}
+      - {kind: quantize, bits: 8}
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from compression.config import CONFIGS, Report, compress, config_from_dict
+from compression.data import Dataset
+from compression.errors import ConfigError, StoppedError
+from compression.training import Progress, StopFlag, TrainConfig, fit, is_stopped
+
+RECIPE_VERSION = 1
+FINETUNE_FIELDS = ("epochs", "lr", "batch_size", "seed", "weight_decay")
+DISTILL_FIELDS = FINETUNE_FIELDS + ("temperature", "alpha", "hard_labels")
+TRAINING_STEPS = {"finetune": FINETUNE_FIELDS, "distill_from_original": DISTILL_FIELDS}
+KEEPS_MASKS = ("prune", "finetune", "distill_from_original")  # other steps see masks folded in
+_TYPES = {"int": int, "float": (int, float), "bool": bool}
+
+
+def _register_methods() -> None:
+    import compression.methods  # noqa: F401  (registers every method config)
+
+
+def step_kinds() -> list[str]:
+    """Every kind a recipe step may have: the registered methods and the training steps."""
+    _register_methods()
+    return sorted(CONFIGS) + list(TRAINING_STEPS)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An ordered, validated list of steps (plain dicts, each with a 'kind')."""
+
+    steps: tuple[dict, ...]
+    name: str = ""
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": RECIPE_VERSION, "name": self.name, "description": self.description,
+                "steps": [dict(s) for s in self.steps]}
+
+
+def _step_error(index: int, kind: Any, message: str) -> ConfigError:
+    exc = ConfigError(f"Recipe step {index + 1} ({kind!r}): {message}")
+    exc.step_index = index  # 0-based, for a UI that highlights the step
+    return exc
+
+
+def train_config(step: dict, seed: int = 0) -> TrainConfig:
+    """The TrainConfig of a finetune / distill_from_original step (unknown fields and wrong
+    types raise ConfigError). A step without a seed uses `seed`."""
+    allowed = TRAINING_STEPS[step["kind"]]
+    fields = {k: v for k, v in step.items() if k != "kind"}
+    unknown = sorted(set(fields) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(allowed)}.")
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for key, value in fields.items():
+        want = _TYPES[str(types[key])]
+        if isinstance(value, bool) and want is not bool or not isinstance(value, want):
+            raise ConfigError(f"{key} must be of type {types[key]}; got {value!r}.")
+    return TrainConfig(**{"seed": seed, **fields})
+
+
+def validate_step(index: int, step: Any) -> dict:
+    """A checked copy of one step: method configs normalised to their full `to_dict()`,
+    training steps kept as written. Raises ConfigError naming the step (1-based)."""
+    if not isinstance(step, dict) or not isinstance(step.get("kind"), str):
+        raise _step_error(index, None, "a step must be a mapping with a 'kind' string, e.g. "
+                                       "{kind: prune, sparsity: 0.5}.")
+    kind = step["kind"]
+    try:
+        if kind in TRAINING_STEPS:
+            train_config(step)
+            return dict(step)
+        _register_methods()
+        if kind not in CONFIGS:
+            raise ConfigError(f"unknown step kind; known kinds: {', '.join(step_kinds())}.")
+        return config_from_dict(step).to_dict()
+    except ConfigError as exc:
+        raise _step_error(index, kind, str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise _step_error(index, kind, f"bad value ({exc}).") from None
+
+
+def recipe_from_data(data: Any) -> Recipe:
+    """A validated Recipe from parsed YAML/JSON: a list of steps, or a mapping with 'steps'
+    (and optional 'name', 'description', 'version')."""
+    if isinstance(data, Recipe):
+        data = data.to_dict()
+    if isinstance(data, list):
+        data = {"steps": data}
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        raise ConfigError("A recipe must be a list of steps, or a mapping with a 'steps' list.")
+    unknown = sorted(set(data) - {"version", "name", "description", "steps"})
+    if unknown:
+        raise ConfigError(f"Unknown recipe field(s): {', '.join(unknown)}; valid: version, name, description, steps.")
+    version = data.get("version", RECIPE_VERSION)
+    if not isinstance(version, int) or version > RECIPE_VERSION:
+        raise ConfigError(f"Recipe version {version!r} is not supported (this version reads {RECIPE_VERSION}).")
+    if not data["steps"]:
+        raise ConfigError("A recipe needs at least one step.")
+    steps = tuple(validate_step(i, s) for i, s in enumerate(data["steps"]))
+    return Recipe(steps, str(data.get("name") or ""), str(data.get("description") or ""))
+
+
+def _names_file(text: str) -> bool:
+    if "\n" in text or text.lstrip().startswith(("{", "[")):
+        return False
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a name too long to be a file
+        return False
+
+
+def load_recipe(source: str | Path | dict | list | Recipe) -> Recipe:
+    """A validated recipe from a file path, YAML or JSON text, or already-parsed data.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML/JSON, or a bad step (the message names it).
+    """
+    if isinstance(source, (dict, list, Recipe)):
+        return recipe_from_data(source)
+    text = str(source)
+    is_path = isinstance(source, Path) or _names_file(text)
+    if is_path:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read the recipe file {source}: {exc}.") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"The recipe is not valid YAML or JSON: {str(exc).splitlines()[0]}.") from None
+    return recipe_from_data(data)
+
+
+def dumps_recipe(recipe: Recipe, fmt: str = "yaml") -> str:
+    """The recipe as YAML (default) or JSON text; `load_recipe` reads either back."""
+    if fmt == "json":
+        return json.dumps(recipe.to_dict(), indent=2) + "\n"
+    if fmt != "yaml":
+        raise ConfigError(f"Unknown recipe format {fmt!r}: use 'yaml' or 'json'.")
+    import yaml
+
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> Path:
+    """Write the recipe: JSON for a .json path, YAML otherwise. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps_recipe(recipe, "json" if path.suffix.lower() == ".json" else "yaml"), encoding="utf-8")
+    return path
+
+
+@dataclass
+class RecipeProgress:
+    """One progress event of `run_recipe`: the step (0-based) and the fraction of the recipe done."""
+
+    step: int
+    steps: int
+    kind: str
+    fraction: float
+    message: str
+    training: Progress | None = field(default=None, repr=False)
+
+
+def _train_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict, seed: int,
+                on_progress: Callable[[Progress], None], stop: StopFlag) -> tuple[nn.Module, Report]:
+    cfg = train_config(step, seed)
+    teacher = original if step["kind"] == "distill_from_original" else None
+    trained, history = fit(model, data, cfg, teacher=teacher, callback=on_progress, stop=stop)
+    best = max((row["val_accuracy"] for row in history), default=None)
+    metrics = {"epochs_run": len(history), "best_val_accuracy": best, "history": history}
+    return trained, Report(method=step["kind"], config=dict(step), metrics=metrics)
+
+
+def leaf_pruned_weights(model: nn.Module) -> nn.Module:
+    """Recompute every pruned weight (weight_orig * weight_mask) without autograd history, in
+    place: torch.nn.utils.prune leaves a non-leaf tensor there, which copy.deepcopy (and so the
+    next step's copy) refuses. The values are those the pre-hook computes on the next forward."""
+    from torch.nn.utils import prune
+
+    with torch.no_grad():
+        for module in model.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, hook.apply_mask(module))
+    return model
+
+
+def apply_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict, seed: int = 0,
+               on_progress: Callable[[Progress], None] | None = None,
+               stop: StopFlag = None) -> tuple[nn.Module, Report]:
+    """Apply one validated step to (a copy of) `model`; `original` is the model before the recipe.
+    Pruning masks stay through further pruning and training (pruned weights stay zero); any
+    other step gets them folded into the weights first (it would otherwise change weights that
+    the mask's pre-hook recomputes from weight_orig on the next forward)."""
+    from compression.export import deepcopy_model, fold_masks_
+
+    torch.manual_seed(seed)
+    if step["kind"] not in KEEPS_MASKS:
+        model = fold_masks_(leaf_pruned_weights(deepcopy_model(model)))
+    if step["kind"] in TRAINING_STEPS:
+        return _train_step(model, original, data, step, seed, on_progress or (lambda p: None), stop)
+    return compress(model, config_from_dict(step), data)
+
+
+def run_recipe(model: nn.Module, data: Dataset, recipe: Recipe | str | Path | dict | list, seed: int = 0,
+               callback: Callable[[RecipeProgress], None] | None = None, stop: StopFlag = None,
+               latency: bool = False) -> tuple[nn.Module, list[Report], dict]:
+    """Apply the steps in order to a copy of `model` (never changed) and evaluate the result
+    against it on the test split.
+
+    Args:
+        seed: step i runs with torch.manual_seed(seed + i) and, unless it names one, that seed.
+        stop: checked between steps and inside training steps; the steps finished so far are kept.
+        latency: also measure latency (off by default: it is the one metric a replay cannot repeat).
+    Returns:
+        (compressed model, one Report per step done, final metrics: `evaluate(...).to_dict()` plus
+        steps, steps_done and stopped: whether the stop flag cut the recipe or a step short).
+    Raises:
+        StoppedError: stopped before the first step finished.
+    """
+    from compression.evaluate import evaluate
+
+    from compression.export import deepcopy_model
+
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    n, reports = len(recipe), []
+    current = leaf_pruned_weights(deepcopy_model(model))
+    for i, step in enumerate(recipe.steps):
+        if is_stopped(stop):
+            break
+        kind = step["kind"]
+
+        def on_progress(p: Progress, i: int = i, kind: str = kind) -> None:
+            if callback:
+                callback(RecipeProgress(i, n, kind, (i + p.fraction) / n, f"step {i + 1}/{n} {kind}: "
+                                        f"epoch {p.epoch + 1}/{p.epochs}", p))
+
+        if callback:
+            callback(RecipeProgress(i, n, kind, i / n, f"step {i + 1}/{n}: {kind}"))
+        current, report = apply_step(current, model, data, step, seed + i, on_progress, stop)
+        leaf_pruned_weights(current)
+        reports.append(report)
+    if not reports:
+        raise StoppedError("The recipe was stopped before its first step finished.")
+    metrics = evaluate(current, data, reference=model, latency=latency).to_dict()
+    metrics.update(steps=n, steps_done=len(reports), stopped=len(reports) < n or is_stopped(stop))
+    if callback:
+        callback(RecipeProgress(n - 1, n, "evaluate", 1.0, "done"))
+    return current, reports, metrics
+
+
+def recipe_run_config(recipe: Recipe, seed: int = 0) -> dict:
+    """The config a recipe run is recorded with (kind 'recipe'): enough to replay it."""
+    return {"kind": "recipe", "recipe": recipe.to_dict(), "seed": seed}
+
+
+def replay_run(run: Any, model: nn.Module, data: Dataset, **kwargs) -> tuple[nn.Module, list[Report], dict]:
+    """Run a recorded recipe run again (a store Run or its dict) on `model` and `data`."""
+    config = run.config if hasattr(run, "config") else run["config"]
+    if not isinstance(config, dict) or "recipe" not in config:
+        raise ConfigError("This run is not a recipe run: it has no recorded recipe to replay.")
+    return run_recipe(model, data, load_recipe(config["recipe"]), seed=int(config.get("seed", 0)), **kwargs)
+
+
+def _run_fields(run: Any) -> tuple[str, dict, tuple[str, int]]:
+    """(kind, config, sort key by creation) of a store Run or its dict."""
+    if isinstance(run, dict):
+        order = (str(run.get("created", "")), int(run.get("seq", 0) or 0))
+        return str(run.get("kind", "")), run.get("config") or {}, order
+    return run.kind, run.config or {}, (run.created, run.seq)
+
+
+def recipe_from_runs(runs: Iterable[Any], name: str = "", description: str = "") -> Recipe:
+    """The recipe of what a user did: the compression and training runs among `runs` (store
+    Runs or their dicts), oldest first; a recipe run contributes its steps. Evaluations, sweeps
+    and other runs that change no model are left out.
+
+    Raises:
+        ConfigError: none of the runs is a step, or a run's config is not a valid step.
+    """
+    _register_methods()
+    steps: list[dict] = []
+    for kind, config, _ in sorted((_run_fields(r) for r in runs), key=lambda f: f[2]):
+        if kind == "recipe" and isinstance(config.get("recipe"), dict):
+            steps.extend(config["recipe"].get("steps", []))
+        elif kind in CONFIGS or kind in TRAINING_STEPS:
+            steps.append({**config, "kind": config.get("kind", kind)})
+    if not steps:
+        raise ConfigError("None of the chosen runs changed the model (compression, fine-tuning or a "
+                          "recipe), so there is no recipe to export.")
+    return recipe_from_data({"name": name, "description": description, "steps": steps})

@@ -1,0 +1,391 @@
+"""The experiment store: every run (an evaluation, a compression, a sweep, a recipe) recorded in
+an embedded SQLite file, so results outlive the app session and can be compared, replayed and
+reported on.
+
+One run is one row, inserted in a single transaction: a crashed or killed process leaves either
+the whole run or nothing, and readers never see half a row. The file is in WAL mode (readers do
+not block the writer) with a busy timeout, so several processes and threads may record at once.
+Run ids are uuid4 hex strings (unique across processes and machines); `seq`, an autoincrement
+integer, orders runs by insertion.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from compression.errors import CompressionError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+RUN_COLUMNS = ("id", "created", "kind", "status", "model", "model_fingerprint", "data",
+               "data_fingerprint", "config", "metrics", "artefacts")
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'done',
+    model TEXT NOT NULL DEFAULT '',
+    model_fingerprint TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL DEFAULT '',
+    data_fingerprint TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL CHECK (json_valid(config)),
+    metrics TEXT NOT NULL CHECK (json_valid(metrics)),
+    artefacts TEXT NOT NULL CHECK (json_valid(artefacts))
+);
+CREATE INDEX IF NOT EXISTS runs_kind ON runs (kind);
+CREATE INDEX IF NOT EXISTS runs_model ON runs (model);
+"""
+
+# version -> SQL that upgrades a store from version-1 to version (none yet: v1 is the first).
+MIGRATIONS: dict[int, str] = {}
+
+
+class StoreError(CompressionError):
+    """The store file cannot be opened or used (damaged, newer schema, unknown run id)."""
+
+
+def default_store_path() -> Path:
+    """$COMPRESSION_STORE if set, else the user's data directory ($XDG_DATA_HOME or
+    ~/.local/share)/compression-studio/runs.sqlite."""
+    env = os.environ.get("COMPRESSION_STORE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "compression-studio" / "runs.sqlite"
+
+
+def identity(value: Any) -> tuple[str, str]:
+    """(name, fingerprint) of a model or data set given as a LoadedModel / Dataset (anything with
+    .name and .fingerprint), a (name, fingerprint) pair, a dict, or a 'name:fingerprint' string
+    (the CLI's form; 'demo:mlp:demo:mlp' -> ('demo:mlp', 'demo:mlp')). A bare name has fingerprint ''."""
+    if value is None:
+        return "", ""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return str(value[0]), str(value[1])
+    if isinstance(value, dict):
+        return str(value.get("name", "")), str(value.get("fingerprint", ""))
+    if hasattr(value, "name") and hasattr(value, "fingerprint"):
+        return str(value.name), str(value.fingerprint)
+    text = str(value)
+    half = len(text) // 2
+    if len(text) % 2 == 1 and text[half] == ":" and text[:half] == text[half + 1:]:
+        return text[:half], text[half + 1:]
+    name, sep, tail = text.rpartition(":")
+    if sep and len(tail) == 16 and all(c in "0123456789abcdef" for c in tail):
+        return name, tail
+    return text, ""
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: tensors/arrays as lists, numpy scalars as numbers, NaN/inf as None,
+    configs and results through their to_dict(), tuples as lists, other objects as text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    for attr in ("to_dict", "tolist", "item"):
+        if hasattr(value, attr):
+            return _plain(getattr(value, attr)())
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """Strict JSON text (no NaN) of a config, metrics or artefacts value."""
+    return json.dumps(_plain(value), sort_keys=True, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One recorded run. `config`, `metrics` and `artefacts` are plain JSON values."""
+
+    id: str
+    created: str
+    kind: str
+    model: str
+    data: str
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    artefacts: dict = field(default_factory=dict)
+    status: str = "done"
+    model_fingerprint: str = ""
+    data_fingerprint: str = ""
+    seq: int = 0
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.model}:{self.model_fingerprint}" if self.model_fingerprint else self.model
+
+    @property
+    def data_id(self) -> str:
+        return f"{self.data}:{self.data_fingerprint}" if self.data_fingerprint else self.data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "created": self.created, "kind": self.kind, "status": self.status,
+                "model": self.model, "model_fingerprint": self.model_fingerprint, "data": self.data,
+                "data_fingerprint": self.data_fingerprint, "config": self.config,
+                "metrics": self.metrics, "artefacts": self.artefacts}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Run":
+        """A Run from `to_dict()` output (e.g. the CLI's `runs --json`)."""
+        return cls(id=str(d.get("id", "")), created=str(d.get("created", "")), kind=str(d.get("kind", "")),
+                   model=str(d.get("model", "")), data=str(d.get("data", "")), config=d.get("config") or {},
+                   metrics=d.get("metrics") or {}, artefacts=d.get("artefacts") or {},
+                   status=str(d.get("status", "done")), model_fingerprint=str(d.get("model_fingerprint", "")),
+                   data_fingerprint=str(d.get("data_fingerprint", "")), seq=int(d.get("seq", 0) or 0))
+
+
+def _row_to_run(row: sqlite3.Row) -> Run:
+    return Run(id=row["id"], created=row["created"], kind=row["kind"], model=row["model"], data=row["data"],
+               config=json.loads(row["config"]), metrics=json.loads(row["metrics"]),
+               artefacts=json.loads(row["artefacts"]), status=row["status"],
+               model_fingerprint=row["model_fingerprint"], data_fingerprint=row["data_fingerprint"],
+               seq=row["seq"])
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class Store:
+    """An experiment store in one SQLite file (created, with its folders, on first use).
+
+    Safe to share between threads and processes: every call opens its own connection.
+    Raises:
+        StoreError: the file is not a SQLite database, or was written by a newer version.
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the store's folder {self.path.parent}: {exc.strerror}.") from None
+        self._retry(self._init_schema)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # ---- connections and schema ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the experiment store {self.path}: {exc}.") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise StoreError(f"The experiment store {self.path} cannot be used ({exc}). If it is not a "
+                             "store, point --store / $COMPRESSION_STORE at another file.") from None
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT); rolled back on any error."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _retry(self, fn: Callable[[], Any], attempts: int = 20) -> Any:
+        """Run fn, retrying on 'database is locked' (which WAL's busy timeout does not cover
+        when switching journal modes or upgrading a read lock)."""
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise StoreError(f"The experiment store {self.path} stayed locked: {exc}.") from None
+                time.sleep(0.05 * (attempt + 1))
+        return None
+
+    def _init_schema(self) -> None:
+        with self._connect() as conn:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+        with self._transaction() as conn:
+            version = self._schema_version(conn)
+            if version is None:
+                for statement in _SCHEMA_V1.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('created', ?)", (_utc_now(),))
+            else:
+                self._migrate(conn, version)
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            if tables - {"sqlite_sequence"}:
+                raise StoreError(f"{self.path} is a SQLite database but not an experiment store "
+                                 f"(tables: {', '.join(sorted(tables))}). Choose another file.")
+            return None
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else None
+        except ValueError:
+            raise StoreError(f"{self.path} has an unreadable schema version {row[0]!r}.") from None
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"The experiment store {self.path} has schema version {version}, newer than "
+                             f"this Compression Studio understands ({SCHEMA_VERSION}). Upgrade Compression "
+                             "Studio, or use another store file.")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+
+    @property
+    def schema_version(self) -> int:
+        with self._connect() as conn:
+            return int(self._schema_version(conn) or 0)
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def record(self, kind: str, model_id: Any, data_id: Any, config: dict, metrics: dict,
+               artefacts: dict | None = None, status: str = "done") -> str:
+        """Insert one run in a single transaction and return its id (uuid4 hex).
+
+        Args:
+            model_id, data_id: 'name:fingerprint', a (name, fingerprint) pair, or an object with
+                .name and .fingerprint (LoadedModel, Dataset); see `identity`.
+            config, metrics, artefacts: JSON-able dicts (tensors, numpy values and configs with
+                to_dict() are converted; NaN becomes null).
+        """
+        if not isinstance(kind, str) or not kind:
+            raise StoreError(f"A run needs a non-empty kind string; got {kind!r}.")
+        run_id = uuid.uuid4().hex
+        model, model_fp = identity(model_id)
+        data, data_fp = identity(data_id)
+        row = (run_id, _utc_now(), kind, status, model, model_fp, data, data_fp,
+               to_json(config or {}), to_json(metrics or {}), to_json(artefacts or {}))
+
+        def insert() -> None:
+            with self._transaction() as conn:
+                conn.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES "
+                             f"({', '.join('?' * len(RUN_COLUMNS))})", row)
+
+        self._retry(insert)
+        return run_id
+
+    def delete(self, ids: str | Iterable[str]) -> int:
+        """Delete runs by id (one transaction); returns how many were deleted."""
+        keys = [ids] if isinstance(ids, str) else [str(i) for i in ids]
+        if not keys:
+            return 0
+
+        def remove() -> int:
+            with self._transaction() as conn:
+                return conn.execute(f"DELETE FROM runs WHERE id IN ({', '.join('?' * len(keys))})", keys).rowcount
+
+        return self._retry(remove)
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run:
+        """The run with this id, or with this unique id prefix (at least 4 characters)."""
+        run_id = str(run_id).strip()
+        rows = self._query("SELECT * FROM runs WHERE id = ?", [run_id])
+        if not rows and len(run_id) >= 4 and run_id.isalnum():
+            rows = self._query("SELECT * FROM runs WHERE id LIKE ? || '%' LIMIT 2", [run_id])
+        if len(rows) != 1:
+            what = "matches several runs" if rows else "is not in the store"
+            raise StoreError(f"Run {run_id!r} {what} ({self.path}); list runs with `python -m compression runs`.")
+        return _row_to_run(rows[0])
+
+    def list(self, kind: str | None = None, model: str | None = None, limit: int | None = None) -> list[Run]:
+        """Runs, newest first. `model` matches the model's name, fingerprint or 'name:fingerprint'."""
+        where, params = [], []
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        if model:
+            name, fp = identity(model)
+            where.append("(model = ? OR model_fingerprint = ? OR (model = ? AND model_fingerprint = ?))")
+            params += [str(model), str(model), name, fp]
+        sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [_row_to_run(r) for r in self._query(sql, params)]
+
+    def __len__(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM runs", [])[0][0])
+
+    def _query(self, sql: str, params: list) -> list[sqlite3.Row]:
+        def read() -> list[sqlite3.Row]:
+            with self._connect() as conn:
+                return conn.execute(sql, params).fetchall()
+
+        return self._retry(read)
+
+    def dataframe(self, kind: str | None = None, model: str | None = None, limit: int | None = None):
+        """The runs as a pandas DataFrame, newest first: one row per run with its fields and its
+        metrics flattened into columns (see `runs_frame`)."""
+        return runs_frame(self.list(kind=kind, model=model, limit=limit))
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}, 'c': 2} -> {'a.b': 1, 'c': 2}; lists stay as values."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def runs_frame(runs: Iterable[Run | dict]):
+    """Runs as a DataFrame: the run fields (config and artefacts as dicts), then one column per
+    metric, flattened ('baseline.accuracy'); a metric whose name is a run field is prefixed
+    'metrics.' (e.g. 'metrics.model'). Ready for the Runs page and trade-off plots."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        run = run if isinstance(run, Run) else Run.from_dict(run)
+        row = run.to_dict()
+        for key, value in flatten(run.metrics).items():
+            row[f"metrics.{key}" if key in row else key] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=list(RUN_COLUMNS))
+    metric_cols = [c for c in frame.columns if c not in RUN_COLUMNS]
+    return frame[[c for c in RUN_COLUMNS if c != "metrics"] + metric_cols + ["metrics"]]
