@@ -9,7 +9,8 @@ kind registered in compression.config), or one of the recipe-only steps:
 
 Their fields are those of `training.TrainConfig` (finetune: epochs, lr, batch_size, seed,
 weight_decay). A step without a seed gets `seed + step index` from `run_recipe`, so the same
-recipe, model, data and seed give the same model and metrics.
+recipe, model, data and seed give the same model and metrics. A `distill` step (DistillConfig)
+likewise trains the model so far as the student of the original model.
 
     steps:
       - {kind: prune, method: magnitude, sparsity: 0.6}
@@ -232,6 +233,8 @@ def apply_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict,
         model = fold_masks_(leaf_pruned_weights(deepcopy_model(model)))
     if step["kind"] in TRAINING_STEPS:
         return _train_step(model, original, data, step, seed, on_progress or (lambda p: None), stop)
+    if step["kind"] == "distill":  # the model so far is the student, the original its teacher
+        return compress(original, config_from_dict(step), data, student=model, callback=on_progress, stop=stop)
     return compress(model, config_from_dict(step), data)
 
 

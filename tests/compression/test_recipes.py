@@ -127,6 +127,18 @@ def test_replay_with_methods(method_steps, digits):
     assert max(len(torch.unique(row)) for row in weight) <= 16  # ... then really on a 4-bit grid
 
 
+def test_every_method_kind_in_one_recipe(methods, digits):
+    if not (_has("compression.lowrank") and _has("compression.distillation")):
+        pytest.skip("the low-rank / distillation modules are not written yet")
+    steps = [{"kind": "channel_prune", "sparsity": 0.25}, {"kind": "lowrank", "rank_ratio": 0.5},
+             {"kind": "distill", "epochs": 1}, {"kind": "prune", "sparsity": 0.3}, {"kind": "quantize", "bits": 8}]
+    model = zoo.load_pretrained("lenet5")
+    out, reports, metrics = run_recipe(model, digits, steps, callback=lambda e: None)
+    assert [r.config["kind"] for r in reports] == [s["kind"] for s in steps]
+    assert metrics["params"] < 0.8 * sum(p.numel() for p in model.parameters())
+    assert metrics["accuracy"] > 0.8 and metrics["agreement"] > 0.8
+
+
 def test_progress_and_stop(digits):
     events = []
     recipe = load_recipe(TRAINING)
