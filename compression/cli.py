@@ -79,12 +79,26 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import compression.cli_methods  # noqa: F401  (registers the method commands)
+COMMAND_MODULES = ("compression.cli_methods", "compression.cli_sensitivity", "compression.cli_runs",
+                   "compression.cli_transformers")
 
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # an optional command module not present
+            if exc.name != name:
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _register_commands()
     parser = argparse.ArgumentParser(prog="python -m compression", description="Compression Studio command line.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn in COMMANDS.items():
+    for name, fn in list(COMMANDS.items()):
         p = sub.add_parser(name, help=fn.cli_help)
         if fn.cli_setup:
             fn.cli_setup(p)

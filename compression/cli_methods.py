@@ -156,7 +156,7 @@ def _setup_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.9)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--hard-labels", action="store_true", help="train on the teacher's argmax instead")
     p.add_argument("--baseline", action="store_true", help="also train the student alone on the same budget")
     p.add_argument("--save", default=None)

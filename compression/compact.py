@@ -205,12 +205,16 @@ def _payload(model: nn.Module) -> bytes:
     if not arch:
         raise CompressionError("The compact format stores models built on a built-in architecture; this model "
                                "has none. Export it as TorchScript, torch.export or safetensors instead.")
+    state = effective_weights(model)
+    if any(not isinstance(v, torch.Tensor) or v.is_quantized for v in state.values()):
+        raise CompressionError("This model holds real int8 (packed) weights, which the compact format does not "
+                               "store; save it as TorchScript instead.")
     structure = _structure(model)
     qinfos = {f"{n}.weight": m.weight_qinfo for n, m in model.named_modules() if hasattr(m, "weight_qinfo")}
     acts = {n: {"bits": m.act_bits, "symmetric": m.act_symmetric}
             for n, m in model.named_modules() if hasattr(m, "act_bits")}
     chunks: list[bytes] = []
-    tensors = [_tensor_entry(k, v, qinfos.get(k), chunks) for k, v in effective_weights(model).items()]
+    tensors = [_tensor_entry(k, v, qinfos.get(k), chunks) for k, v in state.items()]
     header = json.dumps({"version": VERSION, "arch": arch, "structure": structure, "tensors": tensors,
                          "act_quant": acts}).encode()
     return struct.pack("<I", len(header)) + header + b"".join(chunks)
@@ -292,4 +296,10 @@ def compact_size(model: nn.Module) -> tuple[int, str]:
     except CompressionError:
         from compression.evaluate import safetensors_size
 
-        return safetensors_size(model), "safetensors (dense fp32 state dict; no compact form for this model), bytes written"
+        try:
+            return safetensors_size(model), ("safetensors (dense state dict; no compact form for this model), "
+                                              "bytes written")
+        except (TypeError, AttributeError, ValueError, RuntimeError):
+            buf = io.BytesIO()
+            torch.save(model.state_dict(), buf)
+            return len(buf.getvalue()), "torch.save of the state dict (real int8 packed weights), bytes written"

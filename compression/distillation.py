@@ -23,7 +23,7 @@ class DistillConfig(MethodConfig):
     temperature: float = 4.0
     alpha: float = 0.9
     epochs: int = 5
-    lr: float = 1e-3
+    lr: float = 1e-2
     batch_size: int = 64
     seed: int = 0
     hard_labels: bool = False

@@ -64,7 +64,12 @@ def agreement(logits: torch.Tensor, ref_logits: torch.Tensor) -> tuple[float, fl
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters, counting the packed int8 weights (and biases) of real int8 layers too."""
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if hasattr(module, "_packed_params") and callable(getattr(module, "weight", None)):
+            total += module.weight().numel() + (module.bias().numel() if module.bias() is not None else 0)
+    return total
 
 
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -85,7 +90,11 @@ def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 def count_nonzero_params(model: nn.Module) -> int:
     """Non-zero entries among the model's parameters, masks applied."""
     names = {n.removesuffix("_orig") for n, _ in model.named_parameters()}
-    return sum(int(torch.count_nonzero(t)) for k, t in effective_weights(model).items() if k in names)
+    dense = sum(int(torch.count_nonzero(t)) for k, t in effective_weights(model).items()
+                if k in names and isinstance(t, torch.Tensor))
+    packed = sum(int(torch.count_nonzero(m.weight().int_repr())) + int(torch.count_nonzero(m.bias()))
+                 for m in model.modules() if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)))
+    return dense + packed
 
 
 def serialized_size(model: nn.Module) -> tuple[int, str]:

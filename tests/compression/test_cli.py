@@ -66,3 +66,41 @@ def test_module_entry_point_runs():
                            "--json", "--no-latency"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["params"] == zoo.zoo_summary()["student"]["params"]
+
+
+def test_prune_save_then_quantize_the_saved_file(capsys, tmp_path):
+    pruned = tmp_path / "pruned.bin"
+    code, out, err = run_cli(capsys, "prune", "--model", "demo:mlp", "--sparsity", "0.8", "--scope", "global",
+                             "--save", str(pruned), "--json", "--no-latency")
+    assert code == 0, err
+    first = json.loads(out)
+    assert EVAL_KEYS <= set(first) and abs(first["sparsity"] - 0.8) < 1e-3
+    assert first["size_bytes"] < first["fp32_bytes"] / 3 and first["saved_bytes"] == pruned.stat().st_size
+    code, out, err = run_cli(capsys, "quantize", "--model", str(pruned), "--bits", "4", "--json", "--no-latency")
+    assert code == 0, err
+    second = json.loads(out)
+    assert second["bits"] == 4 and second["simulated"] is True and "sqnr_db" in second
+    assert second["nonzero_params"] == first["nonzero_params"]  # sparsity kept through the chain
+    assert second["size_bytes"] < first["size_bytes"]
+
+
+def test_int8_lowrank_channel_and_distill_commands(capsys):
+    code, out, _ = run_cli(capsys, "quantize", "--model", "demo:mlp", "--int8", "--json", "--no-latency")
+    int8 = json.loads(out)
+    assert code == 0 and int8["simulated"] is False and "real int8" in int8["label"]
+    code, out, _ = run_cli(capsys, "lowrank", "--model", "demo:mlp", "--rank-ratio", "0.25", "--json", "--no-latency")
+    assert code == 0 and json.loads(out)["params"] < 50610
+    code, out, _ = run_cli(capsys, "prune", "--model", "demo:lenet5", "--sparsity", "0.5", "--method", "channel",
+                           "--json", "--no-latency")
+    assert code == 0 and json.loads(out)["params"] < 42794
+    code, out, _ = run_cli(capsys, "distill", "--teacher", "demo:teacher", "--student", "demo:student", "--fresh",
+                           "--epochs", "1", "--json", "--no-latency")
+    result = json.loads(out)
+    assert code == 0 and 0 < result["student_accuracy"] <= 1 and result["params"] == 18154
+
+
+def test_bad_method_values_exit_2(capsys):
+    code, out, err = run_cli(capsys, "prune", "--model", "demo:mlp", "--sparsity", "1.5")
+    assert code == 2 and "sparsity" in err and out == ""
+    code, _, err = run_cli(capsys, "quantize", "--model", "demo:mlp", "--bits", "1")
+    assert code == 2 and "bits" in err
