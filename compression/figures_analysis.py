@@ -194,8 +194,9 @@ def correlation_figure(correlations: Mapping[str, float]) -> go.Figure:
     colors = ["seagreen" if v >= 0.5 else "orange" if v >= 0 else "crimson" for v in np.nan_to_num(values)]
     fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=[f"{v:+.2f}" for v in values],
                            textposition="outside"))
+    fig.update_traces(cliponaxis=False)
     fig.update_layout(title="Spearman rank correlation with the sweep", xaxis_title="proxy",
-                      yaxis_title="Spearman ρ", yaxis_range=[-1.1, 1.1], height=340, margin=MARGIN)
+                      yaxis_title="Spearman ρ", yaxis_range=[-1.25, 1.25], height=360, margin=MARGIN)
     return fig
 
 
@@ -223,10 +224,12 @@ def attribution_figure(inputs: Sequence[Any], columns: Mapping[str, Sequence[Any
                        row_titles: Sequence[str] = ()) -> go.Figure:
     """A grid with one row per sample: the input image, then one heatmap per entry of `columns`
     (e.g. {'original': maps, 'compressed': maps}). Attribution maps share one symmetric colour
-    scale per row, so original and compressed can be compared by eye."""
+    scale per row (red: towards the target class, blue: against), so original and compressed
+    can be compared by eye; rows are not on a common scale."""
     names = ["input", *columns]
     n = len(inputs)
-    titles = [f"{row_titles[r] if r < len(row_titles) else f'#{r}'} · {c}" for r in range(n) for c in names]
+    titles = [(row_titles[r] if r < len(row_titles) else f"#{r}") if c == "input" else c
+              for r in range(n) for c in names]
     fig = make_subplots(rows=max(n, 1), cols=len(names), subplot_titles=titles,
                         horizontal_spacing=0.03, vertical_spacing=0.08 if n > 1 else 0.1)
     for r in range(n):
@@ -235,8 +238,7 @@ def attribution_figure(inputs: Sequence[Any], columns: Mapping[str, Sequence[Any
         maps = [_image(columns[c][r]) for c in columns]
         bound = max((float(np.abs(m).max()) for m in maps), default=1.0) or 1.0
         for c, (name, z) in enumerate(zip(columns, maps)):
-            fig.add_trace(go.Heatmap(z=z, colorscale="RdBu_r", zmin=-bound, zmax=bound, showscale=(r == 0 and c == 0),
-                                     colorbar=dict(title="attribution"),
+            fig.add_trace(go.Heatmap(z=z, colorscale="RdBu_r", zmin=-bound, zmax=bound, showscale=False,
                                      hovertemplate=f"pixel (%{{x}}, %{{y}}): %{{z:.3g}}<extra>{name}</extra>"),
                           r + 1, c + 2)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=None)
@@ -249,15 +251,18 @@ def attribution_figure(inputs: Sequence[Any], columns: Mapping[str, Sequence[Any
 
 def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
                  evaluate_latency: bool = True) -> Callable[[Any], dict]:
-    """Distil `student` from `teacher` (then, optionally, train the same student without the
-    teacher), reporting per-batch progress and one event per finished epoch:
+    """Distil `student` from `teacher` (then, optionally, train the same student on the labels
+    alone with the same budget and seed, as distill(..., baseline=True) does), reporting
+    per-batch progress and one event per finished epoch:
     {'run': 'distilled'|'baseline', 'epoch', 'loss', 'train_accuracy', 'val_accuracy', 'val_loss'}.
     Returns {'distilled': {'model', 'metrics', 'report'}, 'baseline': {...} or None,
-    'teacher': the teacher's metrics}; a run stopped early still returns its best epoch."""
+    'teacher': the teacher's metrics}; a run stopped early still returns its best epoch. Both
+    runs train copies: `student` itself is not changed."""
     import copy
 
     from compression.distillation import distill
     from compression.evaluate import evaluate
+    from compression.training import fit
 
     runs = ["distilled", "baseline"] if with_baseline else ["distilled"]
 
@@ -280,8 +285,11 @@ def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
                 else:
                     job.report(frac, f"{run}: epoch {p.epoch + 1}/{p.epochs}, batch {p.batch}/{p.batches}")
 
-            model, report = distill(teacher_, copy.deepcopy(student), data, cfg, callback=callback, stop=job.stop,
-                                    baseline=(run == "baseline"))
+            if run == "distilled":
+                model, report = distill(teacher_, student, data, cfg, callback=callback, stop=job.stop)
+            else:  # what distill(..., baseline=True) trains, but with progress: the same fit, no teacher
+                model, history = fit(student, data, cfg.train_config(), callback=callback, stop=job.stop)
+                report = {"method": "train", "config": cfg.to_dict(), "metrics": {"history": history}}
             metrics = evaluate(model, data, reference=teacher_, latency=evaluate_latency, repeats=10).to_dict()
             out[run] = {"model": model, "metrics": metrics,
                         "report": report.to_dict() if hasattr(report, "to_dict") else report}

@@ -48,21 +48,6 @@ def baseline_or_none() -> dict | None:
         return None
 
 
-def parse_levels(text: str, lo: float, hi: float, integer: bool = False) -> list:
-    """'0.2, 0.5 0.8' -> [0.2, 0.5, 0.8]; raises ValueError with a readable message."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    if not parts:
-        raise ValueError("give at least one level")
-    try:
-        values = [int(p) if integer else float(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"levels must be {'whole ' if integer else ''}numbers separated by commas") from None
-    bad = [v for v in values if not lo <= v <= hi]
-    if bad:
-        raise ValueError(f"levels must lie in [{lo}, {hi}]; got {bad}")
-    return sorted(set(values))
-
-
 def metric_delta(col, label: str, value: float | None, ref: float | None, pct: bool = True,
                  fmt: str = "{:.2f}", unit: str = "", inverse: bool = False, help: str | None = None) -> None:
     """A large st.metric with its delta against `ref` (points for percentages)."""

@@ -12,7 +12,8 @@ st.title("Explain")
 intro("An attribution method scores every input pixel by how much it pushes the model towards its "
       "prediction (red: towards, blue: against). If compression kept the model's reasoning, the compressed "
       "model's map looks like the original's; the similarity score (1 = same map, 0 = unrelated) says how "
-      "much. Each row is one test image: the image, then the original's map, then the compressed model's.")
+      "much. Each row is one test image: the image, then the original's map, then the compressed model's, both "
+      "for the class the original predicts and on one colour scale per row.")
 
 data, base = current_data(), current_base()
 n = len(data.test)
@@ -60,9 +61,10 @@ c1.metric("Mean similarity", f"{sum(sims) / len(sims):.3f}",
 c2.metric("Mean rank correlation", f"{sum(ranks) / len(ranks):+.3f}",
           help="Spearman correlation of the pixels' ranks by |attribution| (-1..1); NaN for a flat map")
 c3.metric("Least similar image", f"#{indices[sims.index(min(sims))]}", delta=f"similarity {min(sims):.3f}",
-          delta_color="off")
+          delta_color="off", delta_arrow="off")
 agree = int((pred_o == pred_c).sum())
-c4.metric("Same prediction", f"{agree}/{len(indices)}", delta=f"{agree - len(indices)}" if agree < len(indices) else None)
+c4.metric("Same prediction", f"{agree}/{len(indices)}",
+          delta=f"{agree - len(indices)}" if agree < len(indices) else None)
 names = data.class_names
 rows = [f"#{i} true {names[int(data.test.y[i])]}, pred {names[int(po)]}→{names[int(pc)]}, sim {s:.2f}"
         for i, po, pc, s in zip(indices, pred_o, pred_c, sims)]

@@ -56,7 +56,8 @@ for col in table.columns:  # dicts and lists as JSON text, so the table shows an
 st.dataframe(table, hide_index=True, width="stretch", key="runs_table")
 
 ids = [str(v) for v in shown[ID]]
-names = {str(r[ID]): " · ".join(str(r[c])[:12] for c in (ID, "kind", "model") if c in table) for _, r in table.iterrows()}
+names = {str(r[ID]): " · ".join(str(r[c])[:12] for c in (ID, "kind", "model") if c in table)
+         for _, r in table.iterrows()}
 picked = st.multiselect("Runs to compare or delete", ids, key="runs_pick", format_func=lambda i: names.get(i, i),
                         help="pick two or more to see them side by side")
 if picked:

@@ -78,10 +78,14 @@ right.plotly_chart(sweep_heatmap_figure(sweep, level_title=level_title), key="se
 table, corr = result.get("proxies"), result.get("correlations") or {}
 if table is not None and len(table):
     st.subheader("Proxies against the sweep")
-    ranked = sorted((k for k in corr if corr[k] == corr[k]), key=lambda k: -abs(corr[k]))
+    ranked = sorted((k for k in corr if corr[k] == corr[k]), key=lambda k: -corr[k])  # NaN left out
     if ranked:
-        st.metric("Best proxy", ranked[0], delta=f"Spearman ρ = {corr[ranked[0]]:+.2f}",
-                  delta_color="normal" if corr[ranked[0]] > 0 else "inverse")
+        c1, c2 = st.columns([1, 3])
+        c1.metric("Best proxy", ranked[0], delta=f"Spearman ρ = {corr[ranked[0]]:+.2f}", delta_arrow="off",
+                  help="read 'larger = more sensitive': a good proxy ranks the layers as the sweep did (ρ near +1)")
+        if len(table) < 5:
+            c2.caption(f"With {len(table)} layers a rank correlation can take only a few values: "
+                       "treat it as a hint, not a verdict.")
     picked = st.multiselect("Proxies to draw", list(corr), default=ranked[:3], key="sens_proxy_pick")
     left, right = st.columns(2)
     left.plotly_chart(proxy_figure(table, ["sensitivity", *picked]), key="sens_proxy_fig")
@@ -108,11 +112,13 @@ alloc = st.session_state.get("sens_alloc")
 if alloc is not None and alloc[0] == sweep_id:
     _, target_done, res = alloc
     c1, c2, c3, c4 = st.columns(4)
-    metric_delta(c1, "Plan: predicted", res.predicted_accuracy, res.baseline_accuracy, help="delta: against the baseline")
+    metric_delta(c1, "Plan: predicted", res.predicted_accuracy, res.baseline_accuracy,
+                 help="delta: against the baseline")
     metric_delta(c2, "Plan: measured", res.measured_accuracy, res.uniform_accuracy,
                  help="delta: against the uniform plan, measured")
     metric_delta(c3, "Uniform: predicted", res.uniform_predicted_accuracy, res.baseline_accuracy)
-    metric_delta(c4, "Uniform: measured", res.uniform_accuracy, res.baseline_accuracy, help="delta: against the baseline")
+    metric_delta(c4, "Uniform: measured", res.uniform_accuracy, res.baseline_accuracy,
+                 help="delta: against the baseline")
     unit = "overall sparsity" if kind == "prune" else "mean bits"
     st.caption(f"Target {target_done}; achieved {unit} {res.achieved:.3g} (uniform {res.uniform_achieved:.3g}); "
                f"accuracies on the {res.split} split, baseline {res.baseline_accuracy:.2%}.")

@@ -74,8 +74,9 @@ else:
     right.info("No latency measured for these results.")
 
 st.subheader("All results")
-st.dataframe(rows.assign(size_kib=pd.to_numeric(rows["size_bytes"], errors="coerce") / 1024)
-             .drop(columns=["size_bytes"]), hide_index=True, width="stretch",
+table = rows.assign(size_kib=pd.to_numeric(rows["size_bytes"], errors="coerce") / 1024)
+st.dataframe(table[["label", "source", "model", "method", "accuracy", "size_kib", "latency_ms", "pareto_size",
+                    "pareto_latency", "config"]], hide_index=True, width="stretch",
              column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
                             "size_kib": st.column_config.NumberColumn("size (KiB)", format="%.1f"),
                             "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.3f"),

@@ -82,6 +82,22 @@ def test_distillation_trains_in_the_background_and_keeps_the_student():
     assert at.session_state["original"].name == "demo:mlp"
 
 
+def test_distillation_stop_button_ends_the_job_early():
+    pytest.importorskip("compression.distillation")
+    at = open_page("pages/distillation.py")
+    at.number_input(key="kd_epochs").set_value(100).run()              # far more than the test waits for
+    at.button(key="kd_train").click().run()
+    at.button(key="kd_job_stop").click().run()                          # the job panel's Stop button
+    wait_for_job(at, "kd_job", budget_s=30)
+    result = at.session_state["kd_job"].result
+    assert result["baseline"] is None                                   # stopped before the second run
+    assert at.session_state["kd_job"].message == "stopped"
+    if result["distilled"] is None:
+        assert any("Stopped before" in i.value for i in at.info)
+    else:
+        assert metrics(at)["Student without teacher"][0] == "–"
+
+
 def test_sensitivity_sweep_proxies_and_allocator():
     pytest.importorskip("compression.pruning")
     at = open_page("pages/sensitivity.py")
@@ -103,22 +119,26 @@ def test_sensitivity_sweep_proxies_and_allocator():
     assert m["Plan: measured"][1].endswith("pts")
 
 
-def test_sensitivity_quantize_sweep_can_be_stopped():
+def test_sensitivity_quantize_sweep_and_bit_allocation():
     pytest.importorskip("compression.quantization")
     at = open_page("pages/sensitivity.py")
     at.radio(key="sens_kind").set_value("quantize").run()
     at.multiselect(key="sens_levels_quantize").set_value([2, 8]).run()
     at.checkbox(key="sens_proxies").uncheck().run()
     at.button(key="sens_run").click().run()
-    at.session_state["sens_job"].stop.set()
     wait_for_job(at, "sens_job")
     assert not at.error
-    assert at.session_state["sens_job"].result["proxies"] is None
+    result = at.session_state["sens_job"].result
+    assert result["proxies"] is None and sorted(set(result["sweep"]["level"])) == [2, 8]
+    assert len(at.get("plotly_chart")) == 2                             # lines and heatmap only
+    at.select_slider(key="sens_target_bits").set_value(5).run()
+    at.button(key="sens_allocate").click().run()
+    assert not at.exception and not at.error
+    m = metrics(at)
+    assert 0.0 < pct(m["Plan: measured"][0]) <= 1.0 and 0.0 < pct(m["Uniform: measured"][0]) <= 1.0
 
 
 def test_explain_compares_working_model_with_original():
-    import torch
-
     from compression import zoo
     from compression.loading import LoadedModel
 

@@ -165,7 +165,8 @@ def test_attribution_figure_grid():
     assert np.asarray(fig.data[0].z).shape == (8, 8)
     assert fig.data[1].zmax == 2.0 and fig.data[1].zmin == -2.0   # one symmetric scale per row
     assert fig.data[2].zmax == 2.0
-    assert fig.layout.annotations[1].text == "#3 label 1 · original"
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["#3 label 1", "original", "compressed", "#7 label 2", "original", "compressed"]
 
 
 class FakeJob:
