@@ -146,7 +146,8 @@ def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) 
     rows, zeros, total = [], 0, 0
     for name, layer in layers.items():
         mask = magnitude_mask(scores[name], targets[name])
-        tprune.custom_from_mask(layer, "weight", mask)
+        with torch.no_grad():  # the masked weight is recomputed (with gradients) at each forward
+            tprune.custom_from_mask(layer, "weight", mask)
         n_zero = int((mask == 0).sum())
         zeros, total = zeros + n_zero, total + mask.numel()
         rows.append({"layer": name, "type": type(layer).__name__, "params": mask.numel(),

@@ -2,6 +2,7 @@
 sidebar, and error display. Pages import this module; they never import each other."""
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -60,8 +61,9 @@ def current_base() -> LoadedModel:
     base = st.session_state.get("base")
     if base is None:
         name = st.session_state.get("model_source", "demo:" + zoo.list_models()[0])
-        base = demo_loaded(name.split(":", 1)[1] if name != UPLOAD else zoo.list_models()[0])
-        st.session_state["base"] = base
+        name = name if name != UPLOAD else "demo:" + zoo.list_models()[0]
+        base = demo_loaded(name.split(":", 1)[1])
+        st.session_state["base"], st.session_state["base_source"] = base, name
     return base
 
 
@@ -78,9 +80,11 @@ def _sync_model_choice() -> None:
     """Load the chosen built-in model when the choice differs from this session's base model."""
     source = st.session_state.get("model_source")
     base = st.session_state.get("base")
-    if source and source != UPLOAD and (base is None or base.name != source):
+    if source and source != UPLOAD and (base is None or st.session_state.get("base_source") != source):
         st.session_state["base"] = demo_loaded(source.split(":", 1)[1])
+        st.session_state["base_source"] = source
         st.session_state.pop("working", None)
+        st.session_state.pop("original", None)
 
 
 def _load_upload(upload, arch: str | None) -> None:
@@ -94,7 +98,9 @@ def _load_upload(upload, arch: str | None) -> None:
         show_error(exc, "Could not load the model")
         return
     st.session_state["base"] = loaded
+    st.session_state["base_source"] = UPLOAD
     st.session_state.pop("working", None)
+    st.session_state.pop("original", None)
     st.success(f"Loaded {loaded.name} ({loaded.kind}).")
 
 
@@ -237,3 +243,41 @@ def start_background(key: str, name: str, work) -> None:
         return
     st.session_state[f"{key}_seen_done"] = False
     st.session_state[key] = start_job(name, work)
+
+
+def metric_row(m: dict, base: dict, latency_note: str = "") -> None:
+    """Accuracy, non-zero parameters, size and measured latency, with deltas against the baseline."""
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Accuracy", f"{m['accuracy']:.2%}", delta=f"{(m['accuracy'] - base['accuracy']) * 100:+.2f} pts")
+    c2.metric("Non-zero params", f"{m['nonzero_params']:,}",
+              delta=f"{m['nonzero_params'] - base['nonzero_params']:+,}", delta_color="inverse")
+    c3.metric("Size", f"{m['size_bytes'] / 1024:.1f} KiB", help=m["size_method"],
+              delta=f"{base['size_bytes'] / max(m['size_bytes'], 1):.1f}x smaller", delta_color="off")
+    if m.get("latency_ms") is not None and base.get("latency_ms"):
+        c4.metric("Latency", f"{m['latency_ms']:.3f} ms", delta=f"{m['latency_ms'] / base['latency_ms']:.2f}x baseline",
+                  delta_color="off", help=f"measured: median after warm-up, batch {m['batch_size']}, "
+                                          f"{m['threads']} threads. {latency_note}")
+    if m.get("agreement") is not None:
+        st.caption(f"Agreement with the original: {m['agreement']:.2%} top-1 · KL divergence {m['kl_divergence']:.4f}")
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the curve…")
+def cached_curve(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str, configs_json: str,
+                 x: str) -> pd.DataFrame:
+    """A curve of accuracy against one config value, once per (model, data, configs)."""
+    import json
+
+    from compression.config import config_from_dict
+    from compression.curves import sweep_configs
+
+    configs = {float(k): config_from_dict(v) for k, v in json.loads(configs_json).items()}
+    return sweep_configs(_model, _data, configs, x)
+
+
+def curve(configs: dict, x: str):
+    """cached_curve for this session's base model and data."""
+    import json
+
+    base, data = current_base(), current_data()
+    payload = json.dumps({str(k): c.to_dict() for k, c in configs.items()}, sort_keys=True)
+    return cached_curve(base.model, base.fingerprint, data, data.fingerprint, payload, x)

@@ -1,0 +1,55 @@
+"""Quick curves for the method pages: accuracy against sparsity, bit-width or rank ratio (one
+compression + evaluation per point, on a private copy each; the model is never changed)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from compression.config import MethodConfig, compress
+from compression.data import Dataset
+from compression.evaluate import accuracy_and_loss
+from compression.layers import weight_layers
+
+
+def sweep_configs(model: nn.Module, data: Dataset, configs: dict[float, MethodConfig], x: str,
+                  split: str = "val") -> pd.DataFrame:
+    """Accuracy and loss of `model` compressed by each config, as rows {x, accuracy, loss}."""
+    rows = []
+    for value, cfg in configs.items():
+        compressed, _ = compress(model, cfg, data)
+        acc, loss = accuracy_and_loss(compressed, data.split(split))
+        rows.append({x: value, "accuracy": acc, "loss": loss})
+    return pd.DataFrame(rows)
+
+
+def weight_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """Each weight layer's effective weights as a flat numpy array."""
+    layers, _ = weight_layers(model)
+    return {n: m.weight.detach().float().flatten().numpy() for n, m in layers.items()}
+
+
+def layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """The input each weight layer receives for a calibration batch `x` (hooks removed after)."""
+    layers, _ = weight_layers(model)
+    seen: dict[str, np.ndarray] = {}
+    handles = [m.register_forward_pre_hook(lambda _m, inp, n=n: seen.__setitem__(n, inp[0].detach().flatten().numpy()))
+               for n, m in layers.items()]
+    try:
+        with torch.inference_mode():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def quant_grid(values: np.ndarray, bits: int, calibration: str, symmetric: bool = True) -> tuple[np.ndarray, float, float]:
+    """Levels (dequantized values of every code) and clipping range of a per-tensor quantizer."""
+    from compression.quantization import compute_qparams
+
+    info = compute_qparams(torch.from_numpy(values), bits, symmetric, None, calibration)
+    codes = torch.arange(info.qmin, info.qmax + 1)
+    levels = info.dequantize(codes).numpy()
+    return levels, float(levels.min()), float(levels.max())

@@ -1,0 +1,74 @@
+"""AppTest of the compression pages: sliders move the numbers, nothing raises."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", "").replace("%", "").split()[0])
+
+
+@pytest.fixture
+def page():
+    def open_page(path: str) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=180).run()
+        at.switch_page(path).run()
+        assert not at.exception
+        return at
+    return open_page
+
+
+def test_pruning_slider_moves_numbers(page):
+    at = page("pages/pruning.py")
+    at.slider(key="prune_sparsity").set_value(10).run()
+    low = number(metric(at, "Non-zero params"))
+    at.slider(key="prune_sparsity").set_value(90).run()
+    assert not at.exception and not at.error
+    assert number(metric(at, "Non-zero params")) < low
+    assert any(m.label == "Compressed accuracy" for m in at.metric)  # sidebar shows the last result
+
+
+def test_channel_pruning_and_keep(page):
+    at = page("pages/pruning.py")
+    at.selectbox(key="prune_method").select("channel").run()
+    at.slider(key="prune_sparsity").set_value(50).run()
+    assert not at.exception and not at.error
+    assert number(metric(at, "Non-zero params")) < 50610
+    at.button(key="prune_keep").click().run()
+    at.switch_page("pages/model.py").run()
+    assert not at.exception and number(metric(at, "Parameters")) < 50610  # the kept model stays
+
+
+def test_quantization_bits_and_int8(page):
+    at = page("pages/quantization.py")
+    at.slider(key="quant_bits").set_value(8).run()
+    high = number(metric(at, "Accuracy"))
+    at.slider(key="quant_bits").set_value(2).run()
+    assert number(metric(at, "Accuracy")) < high
+    at.button(key="quant_int8").click().run()
+    assert not at.exception and not at.error
+    assert metric(at, "int8 latency (batch 256)").endswith("ms")
+
+
+def test_lowrank_params_fall_with_ratio(page):
+    at = page("pages/lowrank.py")
+    at.slider(key="lowrank_ratio").set_value(0.8).run()
+    big = number(metric(at, "Parameters"))
+    at.slider(key="lowrank_ratio").set_value(0.2).run()
+    assert not at.exception and number(metric(at, "Parameters")) < big
+
+
+def test_weights_page(page):
+    at = page("pages/weights.py")
+    at.slider(key="weights_bits").set_value(3).run()
+    at.selectbox(key="weights_layer").select("fc2").run()
+    assert not at.exception and not at.error
