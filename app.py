@@ -2,26 +2,26 @@
 do to a PyTorch model. Run with `streamlit run app.py`."""
 import streamlit as st
 
-st.set_page_config(page_title="Compression Studio", page_icon="🗜️", layout="wide")
+st.set_page_config(page_title="Compression Studio", page_icon=":material/compress:", layout="wide")
 
 PAGES = {
     "Model": [
-        st.Page("pages/model.py", title="Model & data", icon="🧠", default=True),
-        st.Page("pages/weights.py", title="Weights", icon="📊"),
+        st.Page("pages/model.py", title="Model & data", icon=":material/memory:", default=True),
+        st.Page("pages/weights.py", title="Weights", icon=":material/bar_chart:"),
     ],
     "Compress": [
-        st.Page("pages/pruning.py", title="Pruning", icon="✂️"),
-        st.Page("pages/quantization.py", title="Quantization", icon="🔢"),
-        st.Page("pages/lowrank.py", title="Low-rank", icon="🧮"),
-        st.Page("pages/distillation.py", title="Distillation", icon="🎓"),
+        st.Page("pages/pruning.py", title="Pruning", icon=":material/content_cut:"),
+        st.Page("pages/quantization.py", title="Quantization", icon=":material/pin:"),
+        st.Page("pages/lowrank.py", title="Low-rank", icon=":material/view_column:"),
+        st.Page("pages/distillation.py", title="Distillation", icon=":material/school:"),
     ],
     "Analyse": [
-        st.Page("pages/sensitivity.py", title="Sensitivity", icon="🩺"),
-        st.Page("pages/explain.py", title="Explain", icon="🔍"),
+        st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/monitor_heart:"),
+        st.Page("pages/explain.py", title="Explain", icon=":material/search:"),
     ],
     "Results": [
-        st.Page("pages/tradeoffs.py", title="Trade-offs", icon="⚖️"),
-        st.Page("pages/runs.py", title="Runs", icon="🗂️"),
+        st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/balance:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
     ],
 }
 

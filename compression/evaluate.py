@@ -265,6 +265,17 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
     )
 
 
+def fold_masks_(model: nn.Module) -> nn.Module:
+    """Make every torch.nn.utils.prune reparametrisation permanent, in place (weight = orig * mask)."""
+    from torch.nn.utils import prune
+
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+    return model
+
+
 def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = True,
                           repeats: int = 10) -> dict:
     """What one slider move computes: compress a copy of `model` with `cfg`, then evaluate it
@@ -272,5 +283,6 @@ def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = 
     from compression.config import compress
 
     compressed, report = compress(model, cfg, data)
+    fold_masks_(compressed)  # measure what would be deployed: masks folded, no per-forward hook
     metrics = evaluate(compressed, data, reference=model, latency=latency, repeats=repeats)
     return {"metrics": metrics.to_dict(full=True), "report": report.to_dict()}

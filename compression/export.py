@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compression.evaluate import fold_masks_  # re-exported: folding lives with evaluation
 from compression.errors import CompressionError, ConfigError
 
 FORMATS = ("compact", "safetensors", "torchscript", "exported", "onnx")
@@ -67,17 +68,6 @@ def deepcopy_model(model: nn.Module) -> nn.Module:
             if isinstance(value, torch.Tensor) and not value.is_leaf:
                 memo[id(value)] = value.detach().clone()
     return copy.deepcopy(model, memo)
-
-
-def fold_masks_(model: nn.Module) -> nn.Module:
-    """Make every torch.nn.utils.prune reparametrisation permanent, in place (weight = orig * mask)."""
-    from torch.nn.utils import prune
-
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)
-    return model
 
 
 def folded_copy(model: nn.Module) -> nn.Module:

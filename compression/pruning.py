@@ -15,7 +15,7 @@ from torch import nn
 from compression.config import MethodConfig, Report, check_range, register_config, register_handler
 from compression.data import Dataset
 from compression.errors import ConfigError, UnsupportedLayerError
-from compression.evaluate import accuracy_and_loss, count_macs, count_params, measure_latency
+from compression.evaluate import accuracy_and_loss, count_macs, count_params, fold_masks_, measure_latency
 from compression.layers import check_layer_names, weight_layers
 from compression.training import TrainConfig, fit
 
@@ -162,10 +162,7 @@ register_handler(PruneConfig)(prune)
 
 def make_permanent(model: nn.Module) -> nn.Module:
     """Fold every pruning mask into its weight (prune.remove), in place."""
-    for module in model.modules():
-        for name in [k[: -len("_mask")] for k, _ in module.named_buffers(recurse=False) if k.endswith("_mask")]:
-            tprune.remove(module, name)
-    return model
+    return fold_masks_(model)
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:

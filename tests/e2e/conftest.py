@@ -72,11 +72,13 @@ def browser():
         b.close()
 
 
-def wait_idle(page, timeout_ms: int = 90_000) -> None:
-    """Wait until Streamlit's run has finished (no running indicator) and content is present."""
+def wait_idle(page, timeout_ms: int = 120_000) -> None:
+    """Wait until Streamlit's run has finished: the status widget shows neither 'Running' nor a
+    'Stop' button, and content is present."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_timeout(300)
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') || "
-        "!document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        "() => { const w = document.querySelector('[data-testid=\"stStatusWidget\"]');"
+        " return !w || !(w.innerText.includes('Running') || w.innerText.includes('Stop')); }",
         timeout=timeout_ms)
     page.wait_for_timeout(300)
