@@ -14,14 +14,14 @@ from compression.layers import weight_layers
 
 
 def sweep_configs(model: nn.Module, data: Dataset, configs: dict[float, MethodConfig], x: str,
-                  split: str = "val") -> pd.DataFrame:
+                  split: str = "test") -> pd.DataFrame:
     """Accuracy and loss of `model` compressed by each config, as rows {x, accuracy, loss}."""
     rows = []
     for value, cfg in configs.items():
         compressed, _ = compress(model, cfg, data)
         acc, loss = accuracy_and_loss(compressed, data.split(split))
         rows.append({x: value, "accuracy": acc, "loss": loss})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).sort_values(x, ignore_index=True)
 
 
 def weight_arrays(model: nn.Module) -> dict[str, np.ndarray]:

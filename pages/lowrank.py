@@ -43,7 +43,7 @@ if result["report"]["skipped"]:
     left.caption("Not factorised: " + "; ".join(f"{s['layer']} ({s['reason']})" for s in result["report"]["skipped"]))
 try:
     df = curve({r: make_config(r) for r in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)}, "rank_ratio")
-    right.plotly_chart(curve_figure(df, "rank_ratio", "accuracy", "Validation accuracy vs rank ratio",
+    right.plotly_chart(curve_figure(df, "rank_ratio", "accuracy", "Test accuracy vs rank ratio",
                                     marker_x=ratio, baseline=base_m["accuracy"]), key="lowrank_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")

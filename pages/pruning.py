@@ -60,7 +60,7 @@ levels = [0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95] if method == "channel" else [
 c1, c2 = st.columns(2)
 try:
     df = curve({s: make_config(s) for s in levels}, "sparsity")
-    c1.plotly_chart(curve_figure(df, "sparsity", "accuracy", f"Validation accuracy vs sparsity ({method})",
+    c1.plotly_chart(curve_figure(df, "sparsity", "accuracy", f"Test accuracy vs sparsity ({method})",
                                  marker_x=sparsity, baseline=base_m["accuracy"]), key="prune_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")

@@ -50,7 +50,7 @@ if not rows.empty:
     left.plotly_chart(bar_figure(rows, "layer", "sqnr_db", "SQNR per layer (dB)", hover="type"), key="quant_sqnr")
 try:
     df = curve({b: make_config(b) for b in (2, 3, 4, 5, 6, 8, 10, 12, 16)}, "bits")
-    right.plotly_chart(curve_figure(df, "bits", "accuracy", "Validation accuracy vs bit-width", marker_x=bits,
+    right.plotly_chart(curve_figure(df, "bits", "accuracy", "Test accuracy vs bit-width", marker_x=bits,
                                     baseline=base_m["accuracy"]), key="quant_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")
