@@ -47,9 +47,12 @@ def eval_row(model, data, reference=None, latency: bool = True) -> dict:
 
 
 def _setup_evaluate(p: argparse.ArgumentParser) -> None:
+    from compression.cli_methods import _store_arg
+
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    _store_arg(p)
 
 
 @command("models", "list the built-in models", lambda p: p.add_argument("--json", action="store_true"))
@@ -61,9 +64,15 @@ def cmd_models(args: argparse.Namespace) -> list:
 
 @command("evaluate", "evaluate a model on a data set", _setup_evaluate)
 def cmd_evaluate(args: argparse.Namespace) -> dict:
+    from compression.cli_methods import _record
+
     loaded, data = load_inputs(args)
     row = eval_row(loaded.model, data, latency=not args.no_latency)
-    return {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, **row}
+    result = {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, **row}
+    run_id = _record(args, "evaluate", f"{loaded.name}:{loaded.fingerprint}", data, {"kind": "evaluate"}, result, {})
+    if run_id is not None:
+        result["run_id"] = run_id
+    return result
 
 
 def _print_human(result) -> None:

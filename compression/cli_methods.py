@@ -26,6 +26,7 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     except ImportError:
         return
     add_store_arg(p)
+    p.add_argument("--no-store", action="store_true", help="do not record this run in the experiment store")
 
 
 def _record(args: argparse.Namespace, kind: str, model_id: str, data, config: dict, metrics: dict,
@@ -34,9 +35,9 @@ def _record(args: argparse.Namespace, kind: str, model_id: str, data, config: di
         from compression.cli_runs import store_from_args
     except ImportError:
         return None
-    store = store_from_args(args)
-    if store is None:
+    if getattr(args, "no_store", False):
         return None
+    store = store_from_args(args, default=True)  # --store PATH, else $COMPRESSION_STORE, else the default
     return store.record(kind, model_id, f"{data.name}:{data.fingerprint}", config, metrics, artefacts)
 
 

@@ -192,7 +192,21 @@ def add_result(label: str, config: dict, metrics: dict) -> None:
     if not any(r["key"] == key for r in results):
         results.append({"key": key, "label": label, "config": config, "metrics": metrics,
                         "model": current_base().name})
+        _record_run(label, config, metrics)
     st.session_state["working"] = {"label": label, "metrics": metrics, "config": config}
+
+
+def _record_run(label: str, config: dict, metrics: dict) -> None:
+    """Record a result in the experiment store (never breaks the page if the store cannot)."""
+    from compression.store import Store
+
+    base, data = current_base(), current_data()
+    flat = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class_accuracy")}
+    try:
+        Store().record(config.get("kind", "result"), (base.name, base.fingerprint), (data.name, data.fingerprint),
+                       config, {**flat, "label": label})
+    except Exception as exc:  # the store is a convenience here: the session keeps the result anyway
+        st.caption(f"Not recorded in the experiment store: {exc}")
 
 
 def keep_as_working(model: torch.nn.Module, label: str) -> None:

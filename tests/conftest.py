@@ -11,6 +11,12 @@ from compression.data import load_digits, make_dataset
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _private_store(tmp_path, monkeypatch):
+    """Runs recorded by the code under test go to a per-test store, never the user's."""
+    monkeypatch.setenv("COMPRESSION_STORE", str(tmp_path / "runs.sqlite"))
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_digits()

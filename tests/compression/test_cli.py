@@ -104,3 +104,17 @@ def test_bad_method_values_exit_2(capsys):
     assert code == 2 and "sparsity" in err and out == ""
     code, _, err = run_cli(capsys, "quantize", "--model", "demo:mlp", "--bits", "1")
     assert code == 2 and "bits" in err
+
+
+def test_runs_are_recorded_in_the_store(capsys, tmp_path):
+    store = tmp_path / "store.sqlite"
+    code, out, _ = run_cli(capsys, "prune", "--model", "demo:mlp", "--sparsity", "0.5", "--json", "--no-latency",
+                           "--store", str(store))
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = run_cli(capsys, "runs", "--store", str(store), "--json")
+    runs = json.loads(out)
+    assert code == 0 and [r["id"] for r in runs] == [run_id]
+    assert runs[0]["kind"] == "prune" and runs[0]["config"]["sparsity"] == 0.5
+    assert abs(runs[0]["metrics"]["sparsity"] - 0.5) < 1e-3
+    code, out, _ = run_cli(capsys, "evaluate", "--model", "demo:mlp", "--json", "--no-latency", "--no-store")
+    assert "run_id" not in json.loads(out)
