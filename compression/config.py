@@ -80,6 +80,16 @@ def config_from_json(text: str) -> MethodConfig:
         raise ConfigError(f"Config is not valid JSON: {exc}") from None
 
 
+def name_pairs(value, cast, what: str, example: str) -> tuple[tuple[str, Any], ...]:
+    """Normalise {name: x} or [[name, x], ...] to a sorted tuple of (name, cast(x)) pairs, so a
+    per-layer setting stays hashable and JSON round-trips; ConfigError on anything else."""
+    try:
+        items = value.items() if isinstance(value, dict) else value
+        return tuple(sorted((str(k), cast(v)) for k, v in items))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must map layer names to values, e.g. {example}.") from None
+
+
 def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
                 hi_open: bool = False) -> None:
     """Raise ConfigError unless lo <= value <= hi (with optional open ends)."""

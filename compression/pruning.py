@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from compression.config import MethodConfig, Report, check_range, register_config, register_handler
+from compression.config import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
 from compression.data import Dataset
 from compression.errors import ConfigError, UnsupportedLayerError
 from compression.evaluate import accuracy_and_loss, count_macs, count_params, fold_masks_, measure_latency
@@ -21,12 +21,6 @@ from compression.training import TrainConfig, fit
 
 METHODS = ("magnitude", "random", "taylor")
 SCOPES = ("layer", "global")
-
-
-def _pairs(value) -> tuple[tuple[str, float], ...]:
-    """Normalise {name: x} / [[name, x], ...] to a sorted tuple of pairs (hashable, JSON-able)."""
-    items = value.items() if isinstance(value, dict) else value
-    return tuple(sorted((str(k), float(v)) for k, v in items))
 
 
 @register_config
@@ -49,10 +43,7 @@ class PruneConfig(MethodConfig):
         if self.scope not in SCOPES:
             raise ConfigError(f"scope must be 'layer' or 'global'; got {self.scope!r}.")
         check_range("sparsity", self.sparsity, 0.0, 0.999)
-        try:
-            object.__setattr__(self, "overrides", _pairs(self.overrides))
-        except (TypeError, ValueError):
-            raise ConfigError("overrides must map layer names to sparsities, e.g. {'fc1': 0.9}.") from None
+        object.__setattr__(self, "overrides", name_pairs(self.overrides, float, "overrides", "{'fc1': 0.9}"))
         for name, s in self.overrides:
             check_range(f"sparsity of {name}", s, 0.0, 0.999)
         object.__setattr__(self, "skip", tuple(str(s) for s in self.skip))

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from compression.config import MethodConfig, Report, register_config, register_handler
+from compression.config import MethodConfig, Report, name_pairs, register_config, register_handler
 from compression.data import Dataset
 from compression.errors import ConfigError, UnsupportedLayerError
 from compression.evaluate import accuracy_and_loss, measure_latency
@@ -96,11 +96,6 @@ def sqnr_db(ref: torch.Tensor, q: torch.Tensor) -> float:
     return float(10 * torch.log10(ref.float().pow(2).sum() / noise))
 
 
-def _pairs(value) -> tuple[tuple[str, int], ...]:
-    items = value.items() if isinstance(value, dict) else value
-    return tuple(sorted((str(k), int(v)) for k, v in items))
-
-
 @register_config
 @dataclass(frozen=True)
 class QuantConfig(MethodConfig):
@@ -128,10 +123,7 @@ class QuantConfig(MethodConfig):
             raise ConfigError(f"calibration must be one of {', '.join(CALIBRATIONS)}; got {self.calibration!r}.")
         if not 50 < float(self.percentile) <= 100:
             raise ConfigError(f"percentile must be in (50, 100]; got {self.percentile!r}.")
-        try:
-            object.__setattr__(self, "layer_bits", _pairs(self.layer_bits))
-        except (TypeError, ValueError):
-            raise ConfigError("layer_bits must map layer names to bit-widths, e.g. {'fc1': 4}.") from None
+        object.__setattr__(self, "layer_bits", name_pairs(self.layer_bits, int, "layer_bits", "{'fc1': 4}"))
         for name, b in self.layer_bits:
             if b != 32:
                 _check_bits(f"bits of {name}", b)

@@ -295,3 +295,18 @@ def curve(configs: dict, x: str):
     base, data = current_base(), current_data()
     payload = json.dumps({str(k): c.to_dict() for k, c in configs.items()}, sort_keys=True)
     return cached_curve(base.model, base.fingerprint, data, data.fingerprint, payload, x)
+
+
+def epoch_callback(job: Job, total: int):
+    """A training callback that reports progress (and per-epoch rows) into a background job."""
+    return lambda p: job.report(p.fraction, f"epoch {p.epoch + 1}/{total}", p.__dict__ if p.phase == "epoch" else None)
+
+
+def training_controls(key: str, title: str, button: str, epochs_col, button_col, train):
+    """Epochs input + a button that runs `train(epochs, job) -> result` in the background, with
+    the job's progress and Stop. Returns the finished result, or None."""
+    epochs = int(epochs_col.number_input(f"{title} epochs", 1, 50, 2, key=f"{key}_epochs"))
+    if button_col.button(button, key=f"{key}_start"):
+        start_background(key, title, lambda job: train(epochs, job))
+    job = job_panel(key, title)
+    return job.result if job is not None and job.done and job.result is not None else None

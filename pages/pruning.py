@@ -6,8 +6,8 @@ from compression.figures import curve_figure, histogram_figure
 from compression.pruning import ChannelPruneConfig, PruneConfig, finetune
 from compression.training import TrainConfig
 from pages._common import (add_result, base_metrics, compressed_model, compressed_result, current_base,
-                           current_data, curve, job_panel, keep_as_working, metric_row, show_error, sidebar,
-                           start_background)
+                           current_data, curve, epoch_callback, keep_as_working, metric_row, show_error, sidebar,
+                           training_controls)
 
 sidebar()
 st.title("Pruning")
@@ -73,21 +73,13 @@ if layer in before and before[layer].shape == after[layer].shape:
                                      log_y), key="prune_hist")
 
 b1, b2, b3 = st.columns(3)
-epochs = b1.number_input("Fine-tune epochs", 1, 50, 2, key="prune_ft_epochs")
-if b2.button("Fine-tune (masks fixed)", key="prune_finetune"):
-    data = current_data()
-
-    def work(job):
-        total = int(epochs)
-        model, report = finetune(pruned, data, TrainConfig(epochs=total),
-                                 callback=lambda p: job.report(p.fraction, f"epoch {p.epoch + 1}/{total}",
-                                                               p.__dict__ if p.phase == "epoch" else None),
-                                 stop=job.stop)
-        return model, report
-    start_background("prune_job", "Fine-tuning", work)
-job = job_panel("prune_job", "Fine-tuning")
-if job is not None and job.done and job.result is not None:
-    tuned, report = job.result
+data = current_data()
+finished = training_controls(
+    "prune_job", "Fine-tune", "Fine-tune (masks fixed)", b1, b2,
+    lambda epochs, job: finetune(pruned, data, TrainConfig(epochs=epochs), callback=epoch_callback(job, epochs),
+                                 stop=job.stop))
+if finished is not None:
+    tuned, report = finished
     st.success(f"Fine-tuned: validation accuracy {report.metrics['accuracy_before']:.2%} → "
                f"{report.metrics['accuracy_after']:.2%} (sparsity unchanged).")
     if st.button("Keep the fine-tuned model as the working model", key="prune_keep_tuned"):

@@ -6,8 +6,8 @@ from compression.figures import bar_figure, curve_figure
 from compression.quantization import QuantConfig, qat_finetune, quantize_int8
 from compression.training import TrainConfig
 from pages._common import (add_result, base_metrics, compressed_model, compressed_result, current_base,
-                           current_data, curve, job_panel, keep_as_working, metric_row, show_error, sidebar,
-                           start_background)
+                           current_data, curve, epoch_callback, keep_as_working, metric_row, show_error, sidebar,
+                           training_controls)
 
 sidebar()
 st.title("Quantization")
@@ -78,18 +78,13 @@ if saved and saved[0] == current_base().fingerprint:
 
 st.subheader("Recover low-bit accuracy")
 q1, q2, q3 = st.columns(3)
-epochs = q1.number_input("QAT epochs", 1, 50, 2, key="quant_qat_epochs")
-if q2.button("Quantization-aware fine-tune", key="quant_qat"):
-    model, data = current_base().model, current_data()
-
-    def work(job):
-        total = int(epochs)
-        return qat_finetune(model, data, cfg, TrainConfig(epochs=total),
-                            callback=lambda p: job.report(p.fraction, f"epoch {p.epoch + 1}/{total}"), stop=job.stop)
-    start_background("quant_job", "QAT", work)
-job = job_panel("quant_job", "Quantization-aware training")
-if job is not None and job.done and job.result is not None:
-    tuned, report = job.result
+model, data = current_base().model, current_data()
+finished = training_controls(
+    "quant_job", "QAT", "Quantization-aware fine-tune", q1, q2,
+    lambda epochs, job: qat_finetune(model, data, cfg, TrainConfig(epochs=epochs), callback=epoch_callback(job, epochs),
+                                     stop=job.stop))
+if finished is not None:
+    tuned, report = finished
     st.success(f"QAT at {bits} bits: validation accuracy {report.metrics['accuracy_before']:.2%} (post-training) → "
                f"{report.metrics['accuracy_after']:.2%}.")
     if st.button("Keep the QAT model as the working model", key="quant_keep_qat"):

@@ -72,3 +72,18 @@ def test_weights_page(page):
     at.slider(key="weights_bits").set_value(3).run()
     at.selectbox(key="weights_layer").select("fc2").run()
     assert not at.exception and not at.error
+
+
+def test_fine_tune_job_runs_in_the_background(page):
+    import time
+
+    at = page("pages/pruning.py")
+    at.slider(key="prune_sparsity").set_value(90).run()
+    at.number_input(key="prune_job_epochs").set_value(1).run()
+    at.button(key="prune_job_start").click().run()
+    deadline = time.time() + 60
+    while not at.session_state["prune_job"].done and time.time() < deadline:
+        time.sleep(0.2)
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Fine-tuned" in s.value for s in at.success)
