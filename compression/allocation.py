@@ -194,7 +194,8 @@ class AllocationResult:
     """A plan and a uniform plan of the same size, each applied and measured on `split`.
 
     Predicted accuracies are the baseline's measured accuracy on `split` minus the summed
-    single-layer drops the sweep measured (on its own split) at each layer's level.
+    single-layer drops the sweep measured (on its own split) at each layer's level, floored at 0
+    (summed drops can exceed the baseline when many layers are hurt at once).
     `achieved` is the overall sparsity (prune) or mean bit-width (quantize) over the planned layers.
     """
 
@@ -280,9 +281,9 @@ def plan_and_apply(model: nn.Module, data: Dataset, sweep: pd.DataFrame, target:
         results[name] = (acc, loss, achieved, report)
     return AllocationResult(
         kind=kind, target=float(target), plan=plan, uniform=uniform, baseline_accuracy=base_acc,
-        predicted_accuracy=base_acc - predict_drop(sweep, plan, kind),
+        predicted_accuracy=max(0.0, base_acc - predict_drop(sweep, plan, kind)),
         measured_accuracy=results["plan"][0], measured_loss=results["plan"][1],
-        uniform_predicted_accuracy=base_acc - predict_drop(sweep, uniform, kind),
+        uniform_predicted_accuracy=max(0.0, base_acc - predict_drop(sweep, uniform, kind)),
         uniform_accuracy=results["uniform"][0], uniform_loss=results["uniform"][1],
         achieved=results["plan"][2], uniform_achieved=results["uniform"][2], split=split,
         reports={k: r[3].to_dict() if hasattr(r[3], "to_dict") else r[3] for k, r in results.items()})
