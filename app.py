@@ -22,6 +22,7 @@ PAGES = {
     "Results": [
         st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/balance:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
+        st.Page("pages/export.py", title="Export", icon=":material/download:"),
     ],
 }
 

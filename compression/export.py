@@ -164,3 +164,13 @@ def export_model(model: nn.Module, fmt: str, path: str | Path, example: torch.Te
         raise ExportError(f"The model could not be exported as {fmt}: {reason}. Try another format "
                           "(compact and safetensors work for every model this project makes).") from None
     return ExportResult(fmt, path, path.stat().st_size, note)
+
+
+def export_bytes(model: nn.Module, fmt: str, example: torch.Tensor, stem: str = "model") -> tuple[bytes, str, str]:
+    """The file `export_model` would write, as (bytes, file name, note), via a private temporary
+    directory that is removed afterwards (for downloads)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cstudio-export-") as tmp:
+        result = export_model(model, fmt, Path(tmp) / f"{stem}{SUFFIXES[fmt]}", example)
+        return result.path.read_bytes(), result.path.name, result.note

@@ -213,6 +213,9 @@ def keep_as_working(model: torch.nn.Module, label: str) -> None:
     """Make a compressed model this session's base model (the original stays in 'original')."""
     base = current_base()
     st.session_state.setdefault("original", base)
+    working = st.session_state.get("working") or {}
+    if working.get("config"):
+        st.session_state.setdefault("kept_steps", []).append(working["config"])
     st.session_state["base"] = LoadedModel(model, "compressed", f"{base.name} → {label}",
                                            f"{base.fingerprint}|{label}", base.arch)
     st.session_state.pop("working", None)

@@ -11,7 +11,7 @@ from tests.e2e.conftest import SHOTS, wait_idle
 pytestmark = pytest.mark.browser
 
 PAGES = ["model", "weights", "pruning", "quantization", "lowrank", "distillation", "sensitivity", "explain",
-         "tradeoffs", "runs"]
+         "tradeoffs", "runs", "export"]
 
 
 METRIC_JS = """(label) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')].find(
