@@ -1,0 +1,57 @@
+"""Memory of a sensitivity sweep: in a fresh subprocess, load the model and the data, read the
+resident set size (baseline_mb), run prune_sweep, then read the peak (ru_maxrss, sweep_peak_mb).
+model_mb is the parameter bytes / 2**20. Target: peak <= baseline + 2 x model."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from benchmarks.common import print_table
+
+
+def _child(model_name: str, n_levels: int) -> dict:
+    from benchmarks.common import peak_rss_mb, rss_mb
+    from benchmarks.sweep import levels_for
+    from compression import data as data_mod
+    from compression import sensitivity, zoo
+
+    model = zoo.load_pretrained(model_name).eval()
+    data = data_mod.load_digits()
+    baseline = rss_mb()
+    sensitivity.prune_sweep(model, data, levels_for(False, n_levels))
+    model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    return {"baseline_mb": baseline, "sweep_peak_mb": peak_rss_mb(), "model_mb": model_mb}
+
+
+def run(quick: bool = False, model_name: str | None = None, n_levels: int | None = None) -> dict:
+    from benchmarks.sweep import largest_cnn
+
+    name = model_name or largest_cnn()
+    n = n_levels or (2 if quick else 20)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--child", name, str(n)],
+                         capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["memory_model"] = name
+    res["sweep_extra_mb"] = res["sweep_peak_mb"] - res["baseline_mb"]
+    res["memory_target_mb"] = res["baseline_mb"] + 2 * res["model_mb"]
+    print_table(f"sweep memory on {name} ({n} levels, fresh process)",
+                [{"baseline_mb": res["baseline_mb"], "peak_mb": res["sweep_peak_mb"],
+                  "extra_mb": res["sweep_extra_mb"], "model_mb": res["model_mb"],
+                  "target_peak_mb": res["memory_target_mb"]}])
+    return res
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "LEVELS"))
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child[0], int(args.child[1]))))
+    else:
+        out = run(args.quick)
+        if args.json:
+            print(json.dumps(out))
