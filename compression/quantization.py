@@ -2,104 +2,199 @@
 with min-max, percentile or MSE-optimal clipping; quantization-aware fine-tuning with a
 straight-through estimator; and real int8 through PyTorch's dynamic quantization kernels.
 
-Every result says which it is: simulated results are labelled "simulated (fake quantization)",
-real int8 results "real int8 (dynamic quantization kernels)"."""
+Every result says which it is: simulated results (Report.simulated=True) are labelled
+"simulated (fake quantization)": weights are rounded to the integer grid and stored back as floats,
+so the model computes in fp32 and shows the accuracy, not the speed, of the quantized model. Real
+int8 results (Report.simulated=False) are labelled "real int8 (dynamic quantization kernels)".
+
+Conventions read by the compact file format (compression.compact):
+- a quantized weight stays a float tensor of dequantized values and its layer carries
+  `weight_qinfo` (a compression.qinfo.QuantInfo) that recovers the integer codes exactly;
+- a quantized layer input is a forward pre-hook (`act_fake_quant_hook`, a plain function) reading
+  the buffers `act_scale`, `act_zero_point` and the attributes `act_bits`, `act_symmetric` of the
+  layer itself, which stays a leaf module (`attach_act_quant` / `has_act_quant` / `remove_act_quant`).
+Biases are never quantized: they stay fp32 (int8 kernels keep them in fp32 or int32 too).
+"""
 from __future__ import annotations
 
-import copy
+import contextlib
 import io
 import warnings
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
 
-from compression.config import MethodConfig, Report, name_pairs, register_config, register_handler
+from compression.config import (MethodConfig, Report, check_range, name_pairs, register_config,
+                                register_handler)
 from compression.data import Dataset
-from compression.errors import ConfigError, UnsupportedLayerError
-from compression.evaluate import accuracy_and_loss, measure_latency
+from compression.errors import ConfigError, ModelDataMismatch, UnsupportedLayerError
+from compression.evaluate import accuracy_and_loss, fold_masks_, measure_latency
 from compression.layers import check_layer_names, weight_layers
 from compression.qinfo import QuantInfo
-from compression.training import TrainConfig, fit
+from compression.training import StopFlag, TrainConfig, fit
 
 SIMULATED = "simulated (fake quantization)"
 REAL_INT8 = "real int8 (dynamic quantization kernels)"
 CALIBRATIONS = ("minmax", "percentile", "mse")
+FP32_BITS = (0, 32)          # layer_bits values that keep a layer in fp32
+MSE_CANDIDATES = 100         # clipping ratios searched in [MSE_LOWEST, 1]
+MSE_LOWEST = 0.3
+MSE_CHUNK = 1 << 20          # elements per vectorised block of the MSE search (~4 MiB)
+ACT_SAMPLE = 1 << 18         # activation values kept for percentile / MSE calibration
+BIASES = "fp32 (biases are not quantized)"
+
+
+# ---- tensor level -----------------------------------------------------------------------------
+
+def _check_bits(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
+        raise ConfigError(f"{name} must be an integer from 2 to 16; got {value!r}.")
 
 
 def _bounds(bits: int, symmetric: bool) -> tuple[int, int]:
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2 ** bits - 1)
 
 
-def _ranges(t: torch.Tensor, axis: int | None, calibration: str, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (rows along `axis`) or per-tensor min and max after clipping."""
-    flat = t.detach().float().reshape(t.shape[axis], -1) if axis is not None else t.detach().float().reshape(1, -1)
-    if calibration == "percentile" and flat.shape[1] > 1:
-        q = torch.tensor([1 - percentile / 100, percentile / 100])
-        lo_hi = torch.quantile(flat, q, dim=1)  # (2, C)
-        return lo_hi[0], lo_hi[1]
-    return flat.min(1).values, flat.max(1).values
+def _rows(t: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """(C, N) float32 view of `t`: one row per channel along `axis`, or a single row."""
+    t = t.detach().float()
+    if axis is None:
+        return t.reshape(1, -1)
+    return t.movedim(axis, 0).reshape(t.shape[axis], -1)
 
 
-def _qparams(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row quantile of (C, N), linear interpolation (torch.quantile without its size limit)."""
+    if flat.numel() <= 1 << 24:
+        return torch.quantile(flat, q, dim=1)
+    pos = q * (flat.shape[1] - 1)
+    lo_i, frac = int(pos), pos - int(pos)
+    ranked = flat.sort(dim=1).values
+    hi_i = min(lo_i + 1, flat.shape[1] - 1)
+    return ranked[:, lo_i] + frac * (ranked[:, hi_i] - ranked[:, lo_i])
+
+
+def _clip_range(flat: torch.Tensor, calibration: str, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (lo, hi), each (C,): min and max, or the percentile / (100 - percentile) points."""
+    if calibration == "percentile" and flat.shape[1] > 1 and percentile < 100:
+        return _quantile(flat, 1 - percentile / 100), _quantile(flat, percentile / 100)
+    return flat.amin(1), flat.amax(1)
+
+
+def _scale_zero(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point (any shape) of the range [lo, hi] widened to contain 0, as PyTorch's
+    observers compute them (symmetric: max|x| / ((qmax - qmin) / 2), zero point 0)."""
     qmin, qmax = _bounds(bits, symmetric)
-    lo, hi = torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
     if symmetric:
         scale = torch.maximum(-lo, hi) / ((qmax - qmin) / 2)
         zero = torch.zeros_like(scale)
     else:
         scale = (hi - lo) / (qmax - qmin)
         zero = torch.clamp(torch.round(qmin - lo / torch.where(scale > 0, scale, 1.0)), qmin, qmax)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero row: any scale is exact
     return scale, zero
 
 
-def compute_qparams(t: torch.Tensor, bits: int, symmetric: bool = True, axis: int | None = None,
-                    calibration: str = "minmax", percentile: float = 99.99) -> QuantInfo:
-    """Affine quantization parameters of a tensor (per-tensor, or per-channel along `axis`)."""
-    lo, hi = _ranges(t, axis, calibration, percentile)
-    scale, zero = _qparams(lo, hi, bits, symmetric)
+def _mse_search(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool,
+                candidates: int = MSE_CANDIDATES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of flat (C, N), the clipping ratio r in [MSE_LOWEST, 1] of [lo, hi] whose grid has the
+    lowest quantization MSE; all rows and a block of ratios at once. Ratio 1 (min-max) is tried
+    first and wins ties, so the result is never worse than min-max."""
+    qmin, qmax = _bounds(bits, symmetric)
+    ratios = torch.linspace(1.0, MSE_LOWEST, candidates)            # (K,), min-max first
+    best_err = torch.full((flat.shape[0],), float("inf"))
+    best_scale, best_zero = _scale_zero(lo, hi, bits, symmetric)    # (C,)
+    block = max(1, MSE_CHUNK // max(flat.numel(), 1))
+    for r in ratios.split(block):
+        scale, zero = _scale_zero(lo * r[:, None], hi * r[:, None], bits, symmetric)  # (k, C)
+        s, z = scale[..., None], zero[..., None]                                    # (k, C, 1)
+        err = flat * (1.0 / s)                                                      # (k, C, N)
+        err.round_().add_(z).clamp_(qmin, qmax).sub_(z).mul_(s).sub_(flat).pow_(2)
+        err = err.mean(-1)                                                          # (k, C)
+        k_err, k_idx = err.min(0)                                                   # (C,)
+        better = k_err < best_err
+        best_err = torch.where(better, k_err, best_err)
+        pick = k_idx[None]
+        best_scale = torch.where(better, scale.gather(0, pick)[0], best_scale)
+        best_zero = torch.where(better, zero.gather(0, pick)[0], best_zero)
+    return best_scale, best_zero
+
+
+def _info_from_rows(flat: torch.Tensor, bits: int, symmetric: bool, axis: int | None, calibration: str,
+                    percentile: float, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> QuantInfo:
+    if lo is None or hi is None:
+        lo, hi = _clip_range(flat, calibration, percentile)
     if calibration == "mse":
-        scale, zero = _mse_search(t, lo, hi, bits, symmetric, axis)
+        scale, zero = _mse_search(flat, lo, hi, bits, symmetric)
+    else:
+        scale, zero = _scale_zero(lo, hi, bits, symmetric)
     if axis is None:
         scale, zero = scale.reshape(()), zero.reshape(())
     return QuantInfo(bits, scale, zero, axis, symmetric)
 
 
-def _mse_search(t, lo, hi, bits, symmetric, axis, candidates: int = 50):
-    """Clipping ratio in [0.3, 1] per channel minimising the quantization MSE (vectorised)."""
-    flat = t.detach().float().reshape(t.shape[axis], -1) if axis is not None else t.detach().float().reshape(1, -1)
-    qmin, qmax = _bounds(bits, symmetric)
-    best_err = torch.full((flat.shape[0],), float("inf"))
-    best_scale, best_zero = _qparams(lo, hi, bits, symmetric)
-    for r in torch.linspace(0.3, 1.0, candidates):
-        scale, zero = _qparams(lo * r, hi * r, bits, symmetric)
-        q = torch.clamp(torch.round(flat / scale[:, None]) + zero[:, None], qmin, qmax)
-        err = ((q - zero[:, None]) * scale[:, None] - flat).pow(2).mean(1)  # (C,)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_scale, best_zero = torch.where(better, scale, best_scale), torch.where(better, zero, best_zero)
-    return best_scale, best_zero
+def compute_qparams(t: torch.Tensor, bits: int, symmetric: bool = True, axis: int | None = None,
+                    calibration: str = "minmax", percentile: float = 99.99) -> QuantInfo:
+    """Affine quantization parameters of a tensor.
+
+    Args:
+        bits: 2..16. symmetric: signed codes with zero point 0, else unsigned codes.
+        axis: None for one scale per tensor, else one per channel along `axis` (0 for weights).
+        calibration: 'minmax' (no clipping), 'percentile' (clip at the `percentile` and
+            100 - `percentile` points), 'mse' (clipping ratio in [0.3, 1] of the min-max range
+            minimising the quantization MSE, searched over 100 ratios per channel).
+    Returns:
+        a QuantInfo; scale and zero point have shape () or (C,).
+    """
+    _check_bits("bits", bits)
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"calibration must be one of {', '.join(CALIBRATIONS)}; got {calibration!r}.")
+    if axis is not None and not -t.dim() <= axis < t.dim():
+        raise ConfigError(f"axis {axis} is out of range for a tensor of shape {tuple(t.shape)}.")
+    if t.numel() == 0:
+        raise ConfigError("Cannot compute quantization parameters of an empty tensor.")
+    axis = axis % t.dim() if axis is not None else None
+    return _info_from_rows(_rows(t, axis), bits, symmetric, axis, calibration, percentile)
 
 
 def fake_quantize(t: torch.Tensor, info: QuantInfo) -> torch.Tensor:
-    """Quantize and dequantize: the float values the quantized tensor stands for."""
+    """Quantize and dequantize: the float values the quantized tensor stands for (same dtype).
+    Computed as PyTorch's fake-quant kernels do: (clamp(round(t * (1/s)) + z) - z) * s."""
     return info.dequantize(info.codes(t)).to(t.dtype)
 
 
 def sqnr_db(ref: torch.Tensor, q: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB (inf when exact)."""
-    noise = (ref.float() - q.float()).pow(2).sum()
+    """Signal-to-quantization-noise ratio 10 log10(sum ref^2 / sum (ref - q)^2) in dB; inf when exact."""
+    ref, q = ref.detach().float(), q.detach().float()
+    noise = (ref - q).pow(2).sum()
     if noise == 0:
         return float("inf")
-    return float(10 * torch.log10(ref.float().pow(2).sum() / noise))
+    return float(10 * torch.log10(ref.pow(2).sum() / noise))
 
+
+# ---- config -----------------------------------------------------------------------------------
 
 @register_config
 @dataclass(frozen=True)
 class QuantConfig(MethodConfig):
-    """Simulated quantization. layer_bits: per-layer bits (mixed precision; 32 keeps fp32)."""
+    """Simulated quantization of every weight layer (Linear, Conv1d/2d, Embedding).
+
+    Args:
+        bits: weight bit-width, 2..16.
+        granularity: 'channel' (one scale per output channel) or 'tensor'.
+        symmetric: signed codes with zero point 0; else unsigned codes with a zero point.
+        activations: also quantize each quantized layer's input (per tensor, calibrated on data).
+        act_bits: input bit-width; None = the layer's own weight bit-width.
+        calibration: clipping of weights and inputs: 'minmax', 'percentile' or 'mse'.
+        percentile: for 'percentile', in (50, 100].
+        layer_bits: per-layer bit-widths (mixed precision), {name: bits} or ((name, bits), ...);
+            0 or 32 keeps that layer (weight and input) in fp32.
+        skip: layer names left in fp32.
+        calib_batches: batches of 64 training samples used to calibrate the inputs.
+    """
 
     kind: ClassVar[str] = "quantize"
     bits: int = 8
@@ -119,38 +214,62 @@ class QuantConfig(MethodConfig):
             _check_bits("act_bits", self.act_bits)
         if self.granularity not in ("tensor", "channel"):
             raise ConfigError(f"granularity must be 'tensor' or 'channel'; got {self.granularity!r}.")
+        for name in ("symmetric", "activations"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}.")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"calibration must be one of {', '.join(CALIBRATIONS)}; got {self.calibration!r}.")
-        if not 50 < float(self.percentile) <= 100:
-            raise ConfigError(f"percentile must be in (50, 100]; got {self.percentile!r}.")
-        object.__setattr__(self, "layer_bits", name_pairs(self.layer_bits, int, "layer_bits", "{'fc1': 4}"))
+        if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)):
+            raise ConfigError(f"percentile must be a number in (50, 100]; got {self.percentile!r}.")
+        check_range("percentile", self.percentile, 50, 100, lo_open=True)
+        object.__setattr__(self, "layer_bits", name_pairs(self.layer_bits, _as_int, "layer_bits", "{'fc1': 4}"))
         for name, b in self.layer_bits:
-            if b != 32:
-                _check_bits(f"bits of {name}", b)
-        object.__setattr__(self, "skip", tuple(str(s) for s in self.skip))
-        if not isinstance(self.calib_batches, int) or self.calib_batches < 1:
-            raise ConfigError("calib_batches must be a positive integer.")
+            if b not in FP32_BITS:
+                _check_bits(f"layer_bits[{name!r}] (0 or 32 keeps fp32)", b)
+        skip = (self.skip,) if isinstance(self.skip, str) else self.skip
+        try:
+            object.__setattr__(self, "skip", tuple(str(s) for s in skip))
+        except TypeError:
+            raise ConfigError(f"skip must be a list of layer names; got {self.skip!r}.") from None
+        if isinstance(self.calib_batches, bool) or not isinstance(self.calib_batches, int) or self.calib_batches < 1:
+            raise ConfigError(f"calib_batches must be a positive integer; got {self.calib_batches!r}.")
+
+    def bits_of(self, layer: str) -> int:
+        """The layer's weight bit-width; 32 when it stays fp32."""
+        b = dict(self.layer_bits).get(layer, self.bits)
+        return 32 if b in FP32_BITS else b
 
 
-def _check_bits(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
-        raise ConfigError(f"{name} must be an integer from 2 to 16; got {value!r}.")
+def _as_int(value) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
 
+
+# ---- activation quantization (forward pre-hook on the layer itself) ---------------------------
 
 def act_fake_quant_hook(module: nn.Module, inputs: tuple) -> tuple:
-    """Forward pre-hook: fake-quantize a layer's input with its act_scale / act_zero_point."""
+    """Forward pre-hook: fake-quantize a layer's input with its act_scale / act_zero_point. In
+    training mode (QAT) the rounding is a straight-through estimator: gradients pass unchanged."""
+    x = inputs[0]
     info = QuantInfo(module.act_bits, module.act_scale, module.act_zero_point, None, module.act_symmetric)
-    return (fake_quantize(inputs[0], info), *inputs[1:])
+    xq = fake_quantize(x, info)
+    if module.training and torch.is_grad_enabled():
+        xq = x + (xq - x).detach()
+    return (xq, *inputs[1:])
 
 
 def attach_act_quant(layer: nn.Module, bits: int, symmetric: bool, scale: torch.Tensor,
                      zero_point: torch.Tensor) -> None:
-    """Quantize `layer`'s input at `bits` (buffers in the state dict, a plain pre-hook)."""
+    """Quantize `layer`'s input per tensor at `bits`: buffers act_scale / act_zero_point (in the
+    state dict), attributes act_bits / act_symmetric, and one act_fake_quant_hook. Idempotent."""
+    _check_bits("activation bits", int(bits))
     for name, value in (("act_scale", scale), ("act_zero_point", zero_point)):
+        value = torch.as_tensor(value, dtype=torch.float32).detach().clone().reshape(())
         if name in layer._buffers:
-            layer._buffers[name] = value.detach().clone().reshape(())
+            layer._buffers[name] = value
         else:
-            layer.register_buffer(name, value.detach().clone().reshape(()))
+            layer.register_buffer(name, value)
     layer.act_bits, layer.act_symmetric = int(bits), bool(symmetric)
     if not has_act_quant(layer):
         layer.register_forward_pre_hook(act_fake_quant_hook)
@@ -160,114 +279,261 @@ def has_act_quant(layer: nn.Module) -> bool:
     return any(h is act_fake_quant_hook for h in layer._forward_pre_hooks.values())
 
 
-def _calibrate_inputs(model: nn.Module, layers: dict, data: Dataset, batches: int) -> dict[str, tuple]:
-    """Min and max of every layer's input over calibration batches."""
-    seen: dict[str, list] = {n: [float("inf"), float("-inf")] for n in layers}
-    handles = []
-    for name, layer in layers.items():
-        def hook(_m, inputs, name=name):
-            x = inputs[0].detach()
-            seen[name][0], seen[name][1] = min(seen[name][0], float(x.min())), max(seen[name][1], float(x.max()))
-        handles.append(layer.register_forward_pre_hook(hook))
+def remove_act_quant(layer: nn.Module) -> None:
+    """Undo attach_act_quant: the hook, the buffers and the attributes."""
+    for key, hook in list(layer._forward_pre_hooks.items()):
+        if hook is act_fake_quant_hook:
+            del layer._forward_pre_hooks[key]
+    for name in ("act_scale", "act_zero_point"):
+        layer._buffers.pop(name, None)
+    for name in ("act_bits", "act_symmetric"):
+        layer.__dict__.pop(name, None)
+
+
+class _InputStats:
+    """Running min and max of one layer's input, plus (for percentile / MSE) a seeded sample of at
+    most ACT_SAMPLE values per batch."""
+
+    def __init__(self, keep: bool):
+        self.lo, self.hi, self.keep, self.parts = float("inf"), float("-inf"), keep, []
+        self.gen = torch.Generator().manual_seed(0)
+
+    def __call__(self, _module: nn.Module, inputs: tuple) -> None:
+        x = inputs[0].detach()
+        if not x.is_floating_point() or x.numel() == 0:
+            return
+        self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+        if self.keep:
+            self.parts.append(self._sample(x.float().reshape(-1)))
+
+    def _sample(self, values: torch.Tensor) -> torch.Tensor:
+        if values.numel() <= ACT_SAMPLE:
+            return values.clone()
+        return values[torch.randperm(values.numel(), generator=self.gen)[:ACT_SAMPLE]]
+
+    def qparams(self, bits: int, symmetric: bool, calibration: str, percentile: float) -> QuantInfo | None:
+        """Per-tensor parameters, or None when the layer never ran on a float input."""
+        if self.lo > self.hi:
+            return None
+        lo, hi = torch.tensor([self.lo]), torch.tensor([self.hi])  # (1,)
+        if not self.keep:
+            return _info_from_rows(lo[None], bits, symmetric, None, "minmax", percentile, lo, hi)
+        flat = self._sample(torch.cat(self.parts))[None]            # (1, N)
+        if calibration == "mse":  # search ratios of the true range, not of the sample's
+            return _info_from_rows(flat, bits, symmetric, None, "mse", percentile, lo, hi)
+        return _info_from_rows(flat, bits, symmetric, None, calibration, percentile)
+
+
+def _calibrate_inputs(model: nn.Module, layers: dict[str, nn.Module], data: Dataset,
+                      cfg: QuantConfig) -> dict[str, _InputStats]:
+    """Statistics of the input of every layer that will be quantized, over the first
+    cfg.calib_batches training batches of 64, with the fp32 model. The hooks are removed before
+    returning, whatever happens."""
+    stats = {n: _InputStats(keep=cfg.calibration != "minmax") for n in layers if cfg.bits_of(n) != 32}
+    handles = [layers[n].register_forward_pre_hook(s) for n, s in stats.items()]
+    was_training = model.training
+    model.eval()
     try:
         with torch.inference_mode():
             for i, (x, _) in enumerate(data.train.batches(64)):
-                if i >= batches:
+                if i >= cfg.calib_batches:
                     break
                 model(x)
+    except RuntimeError as exc:
+        raise ModelDataMismatch(f"The model does not run on {data.name!r} samples of shape "
+                                f"{tuple(data.train.X.shape[1:])} for calibration: {exc}") from None
     finally:
         for h in handles:
             h.remove()
-    return {n: (torch.tensor(lo), torch.tensor(hi)) for n, (lo, hi) in seen.items()}
+        model.train(was_training)
+    return stats
 
 
-def _quantize_weights(layers: dict, cfg: QuantConfig) -> list[dict]:
-    per_layer = dict(cfg.layer_bits)
-    rows = []
+# ---- simulated quantization -------------------------------------------------------------------
+
+def _quantize_weights_(layers: dict[str, nn.Module], cfg: QuantConfig) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Fake-quantize each layer's weight in place and attach weight_qinfo. A weight shared by two
+    layers (tied) is quantized once and both layers carry its QuantInfo."""
+    rows, kept, done = [], [], {}
+    axis = 0 if cfg.granularity == "channel" else None
     for name, layer in layers.items():
-        bits = per_layer.get(name, cfg.bits)
+        bits = cfg.bits_of(name)
         if bits == 32:
+            kept.append((name, "kept fp32 by layer_bits"))
             continue
-        w = layer.weight.detach().clone()
-        axis = 0 if cfg.granularity == "channel" else None
-        info = compute_qparams(w, bits, cfg.symmetric, axis, cfg.calibration, cfg.percentile)
-        wq = fake_quantize(w, info)
+        w = layer.weight
+        if id(w) in done:
+            info, db, first = done[id(w)]
+            layer.weight_qinfo = info
+            rows.append(_weight_row(name, layer, info.bits, cfg, db, tied_to=first))
+            continue
+        ref = w.detach().clone()
+        info = compute_qparams(ref, bits, cfg.symmetric, axis, cfg.calibration, cfg.percentile)
+        wq = fake_quantize(ref, info)
         with torch.no_grad():
-            layer.weight.copy_(wq)
+            w.copy_(wq)
         layer.weight_qinfo = info
-        rows.append({"layer": name, "type": type(layer).__name__, "bits": bits,
-                     "granularity": cfg.granularity, "sqnr_db": sqnr_db(w, wq)})
-    return rows
+        db = sqnr_db(ref, wq)
+        done[id(w)] = (info, db, name)
+        rows.append(_weight_row(name, layer, bits, cfg, db))
+    return rows, kept
+
+
+def _weight_row(name: str, layer: nn.Module, bits: int, cfg: QuantConfig, db: float,
+                tied_to: str | None = None) -> dict:
+    row = {"layer": name, "type": type(layer).__name__, "bits": bits, "granularity": cfg.granularity,
+           "calibration": cfg.calibration, "params": layer.weight.numel(), "sqnr_db": db, "act_bits": None}
+    if tied_to:
+        row["tied_to"] = tied_to
+    return row
+
+
+def _quantize_inputs_(layers: dict[str, nn.Module], rows: list[dict], cfg: QuantConfig,
+                      stats: dict[str, _InputStats]) -> None:
+    """Attach input fake-quantization to each weight-quantized layer (not to Embedding: its
+    inputs are integer indices) and fill the rows' act_bits."""
+    for row in rows:
+        name = row["layer"]
+        layer = layers[name]
+        if isinstance(layer, nn.Embedding):
+            continue
+        bits = cfg.act_bits or row["bits"]
+        info = stats[name].qparams(bits, cfg.symmetric, cfg.calibration, cfg.percentile)
+        if info is None:
+            continue
+        attach_act_quant(layer, bits, cfg.symmetric, info.scale, info.zero_point)
+        row["act_bits"] = bits
+
+
+def _prepare_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with pruning masks folded into the weights and no input quantization (a
+    fresh quantization replaces an earlier one). The caller's model is not touched."""
+    from compression.export import deepcopy_model  # copies pruned modules too
+
+    work = fold_masks_(deepcopy_model(model))
+    for module in work.modules():
+        remove_act_quant(module)
+    return work
+
+
+def _metrics(rows: list[dict], cfg: QuantConfig) -> dict:
+    sq = {r["layer"]: r["sqnr_db"] for r in rows}
+    finite = [v for v in sq.values() if v != float("inf")]
+    params = sum(r["params"] for r in rows if "tied_to" not in r)
+    mean_bits = sum(r["bits"] * r["params"] for r in rows if "tied_to" not in r) / params if params else None
+    act = sorted({r["act_bits"] for r in rows if r["act_bits"] is not None})
+    return {"bits": cfg.bits, "act_bits": (act[0] if len(act) == 1 else act) if act else None,
+            "mean_weight_bits": mean_bits, "quantized_layers": len(rows),
+            "mean_sqnr_db": sum(finite) / len(finite) if finite else float("inf"), "sqnr_db": sq,
+            "granularity": cfg.granularity, "calibration": cfg.calibration, "biases": BIASES,
+            "label": SIMULATED, "simulated": True}
 
 
 def quantize(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None, **_) -> tuple[nn.Module, Report]:
-    """Simulated quantization of a copy of `model` (weights, optionally each layer's input)."""
+    """Simulated quantization of a copy of `model`; the caller's model is not changed.
+
+    Weights of every Linear / Conv1d / Conv2d (grouped and depthwise too) / Embedding layer are
+    replaced by their fake-quantized values and carry `weight_qinfo`; biases stay fp32. With
+    cfg.activations each quantized layer's input is fake-quantized per tensor by a forward
+    pre-hook, calibrated on cfg.calib_batches training batches of `data` (required then).
+    Returns:
+        (model, Report) with simulated=True, rows {layer, type, bits, granularity, calibration,
+        params, sqnr_db, act_bits} and metrics {bits, act_bits, mean_weight_bits, quantized_layers,
+        mean_sqnr_db, sqnr_db: {layer: dB}, granularity, calibration, biases, label, simulated}.
+    """
     check_layer_names(model, [n for n, _ in cfg.layer_bits] + list(cfg.skip))
     if cfg.activations and data is None:
-        raise ConfigError("Activation quantization needs data to calibrate the input ranges.")
-    model = copy.deepcopy(model)
+        raise ConfigError("Activation quantization needs data to calibrate the input ranges: pass a data set.")
+    work = _prepare_copy(model)
+    return work, quantize_(work, cfg, data)
+
+
+def quantize_(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None) -> Report:
+    """In place: as `quantize`, on `model` itself (pruning masks must be folded beforehand)."""
+    if cfg.activations and data is None:
+        raise ConfigError("Activation quantization needs data to calibrate the input ranges: pass a data set.")
     layers, skipped = weight_layers(model, skip=cfg.skip)
     if not layers:
-        raise UnsupportedLayerError("No quantizable layer (Linear, Conv, Embedding) in this model.")
-    act_bits = cfg.act_bits or cfg.bits
-    ranges = _calibrate_inputs(model, layers, data, cfg.calib_batches) if cfg.activations else {}
-    rows = _quantize_weights(layers, cfg)
-    for name, (lo, hi) in ranges.items():
-        if isinstance(layers[name], nn.Embedding):
-            continue  # integer indices: nothing to quantize
-        scale, zero = _qparams(lo.reshape(1), hi.reshape(1), act_bits, cfg.symmetric)
-        attach_act_quant(layers[name], act_bits, cfg.symmetric, scale, zero)
-    for row in rows:
-        row["act_bits"] = act_bits if row["layer"] in ranges else None
-    sq = {r["layer"]: r["sqnr_db"] for r in rows}
-    finite = [v for v in sq.values() if v != float("inf")]
-    metrics = {"bits": cfg.bits, "act_bits": act_bits if cfg.activations else None,
-               "mean_sqnr_db": sum(finite) / len(finite) if finite else float("inf"),
-               "sqnr_db": sq, "label": SIMULATED, "simulated": True}
-    return model, Report("quantize", cfg.to_dict(), rows, skipped, metrics, simulated=True)
+        raise UnsupportedLayerError("No quantizable layer (Linear, Conv1d, Conv2d, Embedding) in this model.")
+    stats = _calibrate_inputs(model, layers, data, cfg) if cfg.activations else {}
+    rows, kept = _quantize_weights_(layers, cfg)
+    if cfg.activations:
+        _quantize_inputs_(layers, rows, cfg, stats)
+    return Report("quantize", cfg.to_dict(), rows, skipped + kept, _metrics(rows, cfg), simulated=True)
 
 
 register_handler(QuantConfig)(quantize)
 
 
-class _STE(nn.Module):
-    """Parametrization: forward uses fake-quantized weights, gradients pass straight through."""
+# ---- quantization-aware fine-tuning -----------------------------------------------------------
 
-    def __init__(self, bits: int, symmetric: bool, axis: int | None, calibration: str):
+class _FakeQuantSTE(nn.Module):
+    """Parametrization used during QAT only: the forward sees the weight fake-quantized on a grid
+    recomputed from the current weight; the rounding passes gradients straight through."""
+
+    def __init__(self, bits: int, symmetric: bool, axis: int | None, calibration: str, percentile: float):
         super().__init__()
-        self.bits, self.symmetric, self.axis, self.calibration = bits, symmetric, axis, calibration
+        self.bits, self.symmetric, self.axis, self.percentile = bits, symmetric, axis, percentile
+        self.calibration = "minmax" if calibration == "mse" else calibration  # mse: applied once at the end
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        info = compute_qparams(w, self.bits, self.symmetric, self.axis, "minmax")
-        return w + (fake_quantize(w, info) - w).detach()
+        with torch.no_grad():
+            info = compute_qparams(w, self.bits, self.symmetric, self.axis, self.calibration, self.percentile)
+            wq = fake_quantize(w, info)
+        return w + (wq - w).detach()
 
 
 def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: TrainConfig,
-                 teacher: nn.Module | None = None, callback=None, stop=None) -> tuple[nn.Module, Report]:
-    """Quantization-aware fine-tuning: train with fake-quantized weights (straight-through
-    estimator), then quantize the result. Reports PTQ accuracy before and accuracy after."""
+                 teacher: nn.Module | None = None, callback=None, stop: StopFlag = None) -> tuple[nn.Module, Report]:
+    """Quantization-aware fine-tuning of a copy of `model` (fp32 or already fake-quantized).
+
+    Training sees fake-quantized weights (a temporary parametrization, grid from the current
+    weight's min-max or percentile; 'mse' is searched once at the end) and, with cfg.activations,
+    fake-quantized inputs at the post-training calibration, with straight-through gradients;
+    `teacher` adds distillation (training.fit). The parametrizations are removed afterwards and
+    the trained weights quantized per `cfg` (the input ranges kept from training).
+    Returns:
+        (model, Report) as `quantize`, method 'qat', plus metrics accuracy_before (post-training
+        quantization at cfg) and accuracy_after (both on data.val), history, train_config.
+    """
     from torch.nn.utils import parametrize
 
     ptq, _ = quantize(model, cfg, data)
     before, _ = accuracy_and_loss(ptq, data.val)
-    work = copy.deepcopy(model)
+    work = _prepare_copy(model)
     layers, _ = weight_layers(work, skip=cfg.skip)
-    per_layer = dict(cfg.layer_bits)
+    if cfg.activations:  # train against the post-training input grid
+        for name, layer in layers.items():
+            src = ptq.get_submodule(name)
+            if has_act_quant(src):
+                attach_act_quant(layer, src.act_bits, src.act_symmetric, src.act_scale, src.act_zero_point)
     axis = 0 if cfg.granularity == "channel" else None
+    parametrized = []
     for name, layer in layers.items():
-        bits = per_layer.get(name, cfg.bits)
-        if bits != 32:
-            parametrize.register_parametrization(layer, "weight", _STE(bits, cfg.symmetric, axis, cfg.calibration))
-    trained, history = fit(work, data, train_cfg, teacher=teacher, callback=callback, stop=stop, copy_model=False)
-    for layer in layers.values():
-        if parametrize.is_parametrized(layer, "weight"):
+        bits = cfg.bits_of(name)
+        if bits != 32 and not parametrize.is_parametrized(layer, "weight"):
+            ste = _FakeQuantSTE(bits, cfg.symmetric, axis, cfg.calibration, cfg.percentile)
+            parametrize.register_parametrization(layer, "weight", ste)
+            parametrized.append(layer)
+    try:
+        trained, history = fit(work, data, train_cfg, teacher=teacher, callback=callback, stop=stop, copy_model=False)
+    finally:
+        for layer in parametrized:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
-    result, report = quantize(trained, cfg, data)
-    after, _ = accuracy_and_loss(result, data.val)
-    report.metrics.update({"accuracy_before": before, "accuracy_after": after, "history": history,
-                           "qat_epochs": train_cfg.epochs})
-    return result, report
+    rows, kept = _quantize_weights_(layers, cfg)
+    for row in rows:
+        layer = layers[row["layer"]]
+        row["act_bits"] = layer.act_bits if has_act_quant(layer) else None
+    _, skipped = weight_layers(trained, skip=cfg.skip)
+    after, _ = accuracy_and_loss(trained.eval(), data.val)
+    metrics = _metrics(rows, cfg)
+    metrics.update({"accuracy_before": before, "accuracy_after": after, "accuracy_split": "val",
+                    "history": history, "qat_epochs": len(history), "train_config": asdict(train_cfg),
+                    "distilled": teacher is not None})
+    return trained, Report("qat", cfg.to_dict(), rows, skipped + kept, metrics, simulated=True)
 
+
+# ---- real int8 --------------------------------------------------------------------------------
 
 def _state_bytes(model: nn.Module) -> int:
     buf = io.BytesIO()
@@ -275,38 +541,63 @@ def _state_bytes(model: nn.Module) -> int:
     return len(buf.getvalue())
 
 
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """Silence torch.ao.quantization's deprecation notices here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*deprecated.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r".*deprecated.*", category=UserWarning)
+        yield
+
+
 def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = 256,
                   input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, Report]:
-    """Real int8: PyTorch's dynamic quantization of Linear layers (int8 weights, activations
-    quantized on the fly by the kernels). Conv layers stay fp32 and are listed as skipped."""
-    layers, skipped = weight_layers(model)
+    """Real int8 of a copy of `model`: torch.ao.quantization.quantize_dynamic on its Linear layers
+    (int8 weights, inputs quantized on the fly by the int8 kernels, fp32 out). Conv and Embedding
+    layers stay fp32 and are listed as skipped. Any simulated input quantization is dropped.
+
+    Args:
+        measure: time fp32 and int8 (evaluate.measure_latency, median) at `batch_size` on a random
+            input of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)).
+    Returns:
+        (model, Report) with simulated=False, rows {layer, type, bits, kernel, sqnr_db} and metrics
+        {label, simulated, int8_layers, fp32_bytes, int8_bytes, bytes_how, size_ratio} plus, when
+        measured, {fp32_latency_ms, int8_latency_ms, speedup, latency_batch, input_shape}.
+    """
+    fp32 = _prepare_copy(model).eval()
+    layers, skipped = weight_layers(fp32)
     linears = [n for n, m in layers.items() if isinstance(m, nn.Linear)]
-    skipped += [(n, "no dynamic int8 kernel for this layer type on CPU; kept fp32")
+    skipped += [(n, f"{type(m).__name__}: PyTorch has no dynamic int8 kernel for it; kept fp32")
                 for n, m in layers.items() if not isinstance(m, nn.Linear)]
     if not linears:
-        raise UnsupportedLayerError("Real int8 needs Linear layers (PyTorch's dynamic int8 kernels cover only those).")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
-    rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "dynamic int8"} for n in linears]
-    metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(linears),
-               "fp32_bytes": _state_bytes(model), "int8_bytes": _state_bytes(q),
-               "bytes_how": "torch.save of the state dict, bytes written"}
-    if measure:
-        arch = getattr(model, "zoo_arch", None) or {}
-        shape = input_shape or (arch.get("in_channels", 1), arch.get("image_size", 8), arch.get("image_size", 8))
-        x = torch.randn(batch_size, *shape)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fp32 = measure_latency(model, x, repeats=20).median_ms
-            int8 = measure_latency(q, x, repeats=20).median_ms
-        metrics.update({"fp32_latency_ms": fp32, "int8_latency_ms": int8, "speedup": fp32 / int8,
-                        "latency_batch": batch_size})
+        raise UnsupportedLayerError("Real int8 needs Linear layers: PyTorch's dynamic int8 kernels cover only those.")
+    with _quiet_deprecations():
+        q = torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)  # copies fp32
+        rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
+                 "sqnr_db": sqnr_db(layers[n].weight, q.get_submodule(n).weight().dequantize())} for n in linears]
+        fp32_bytes, int8_bytes = _state_bytes(fp32), _state_bytes(q)
+        metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(linears),
+                   "fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "size_ratio": int8_bytes / fp32_bytes,
+                   "bytes_how": "bytes written by torch.save(model.state_dict()) into memory (fp32 model "
+                                "with pruning masks folded vs int8 model with packed weights)"}
+        if measure:
+            metrics.update(_int8_latency(fp32, q, batch_size, input_shape))
     return q, Report("int8", {"kind": "int8"}, rows, skipped, metrics, simulated=False)
 
 
+def _int8_latency(fp32: nn.Module, q: nn.Module, batch_size: int, input_shape: tuple[int, ...] | None) -> dict:
+    arch = getattr(fp32, "zoo_arch", None) or {}
+    size = arch.get("image_size", 8)
+    shape = tuple(input_shape) if input_shape else (arch.get("in_channels", 1), size, size)
+    x = torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
+    t_fp32 = measure_latency(fp32, x, repeats=20).median_ms
+    t_int8 = measure_latency(q, x, repeats=20).median_ms
+    return {"fp32_latency_ms": t_fp32, "int8_latency_ms": t_int8, "speedup": t_fp32 / t_int8,
+            "latency_batch": batch_size, "input_shape": list(shape)}
+
+
 def int8_layers(model: nn.Module) -> list[str]:
-    """Names of real dynamic int8 Linear modules."""
+    """Names of the real dynamic int8 Linear modules (torch.ao.nn.quantized.dynamic.Linear)."""
     from torch.ao.nn.quantized.dynamic import Linear as DynLinear
 
     return [n for n, m in model.named_modules() if isinstance(m, DynLinear)]
