@@ -4,16 +4,17 @@ import streamlit as st
 
 from compression.figures import bar_figure, curve_figure
 from compression.lowrank import LowRankConfig
-from pages._common import (add_result, base_metrics, compressed_model, compressed_result, curve, keep_as_working,
-                           metric_row, show_error, sidebar)
+from pages._common import (add_result, base_metrics, compressed_result, curve, keep_as_working, metric_row,
+                           show_error, sidebar)
+from pages._compress_ui import compressed_copy, intro
 
 sidebar()
 st.title("Low-rank factorisation")
-with st.expander("What low-rank factorisation does and how to read this page", expanded=True):
-    st.write("A weight matrix is replaced by the product of two thin matrices from its truncated SVD, keeping "
-             "only the strongest directions. Fewer parameters and MACs when the kept rank is small; accuracy "
-             "falls when directions the model needs are dropped. 'Energy kept' is the share of the squared "
-             "singular values retained.")
+intro("A weight matrix is replaced by the product of two thin matrices from its truncated SVD, keeping only "
+      "the strongest directions. Fewer parameters and multiply-accumulates when the kept rank is small; "
+      "accuracy falls when directions the model needs are dropped. The bars show the share of each layer's "
+      "'energy' (squared singular values) that is kept; the curve shows accuracy against the rank ratio.",
+      "What low-rank factorisation does and how to read this page")
 c1, c2 = st.columns(2)
 ratio = c1.slider("Rank ratio (kept rank / full rank)", 0.05, 1.0, 0.5, 0.05, key="lowrank_ratio")
 include_conv = c2.toggle("Also factorise convolutions", value=False, key="lowrank_conv")
@@ -30,10 +31,18 @@ try:
 except Exception as exc:
     show_error(exc, "Low-rank factorisation failed")
     st.stop()
-m = result["metrics"]
-add_result(f"lowrank: ratio {ratio:.2f}" + (" +conv" if include_conv else ""), cfg.to_dict(), m)
-metric_row(m, base_m)
-st.metric("Parameters", f"{m['params']:,}", delta=f"{m['params'] - base_m['params']:+,}", delta_color="inverse")
+m, r = result["metrics"], result["report"]["metrics"]
+label = f"lowrank: ratio {ratio:.2f}" + (" +conv" if include_conv else "")
+add_result(label, cfg.to_dict(), m)
+metric_row(m, base_m, "Factorised layers are really smaller: fewer multiply-accumulates.")
+p1, p2, _ = st.columns([1, 1, 2])
+p1.metric("Parameters", f"{m['params']:,}", delta=f"{m['params'] - base_m['params']:+,}", delta_color="inverse")
+p2.metric("MACs per sample", f"{r['macs_after']:,}", delta=f"{r['macs_after'] - r['macs_before']:+,}",
+          delta_color="inverse")
+if r.get("latency_after_ms") is not None:
+    st.caption(f"Paired latency measurement at batch {r['latency_batch']}: {r['latency_before_ms']:.3f} ms → "
+               f"{r['latency_after_ms']:.3f} ms. Two thin layers can be slower than one wide one when the "
+               "rank is high: the saving needs rank × (in + out) well below in × out.")
 rows = pd.DataFrame(result["report"]["layers"])
 left, right = st.columns(2)
 if not rows.empty:
@@ -42,11 +51,15 @@ if not rows.empty:
 if result["report"]["skipped"]:
     left.caption("Not factorised: " + "; ".join(f"{s['layer']} ({s['reason']})" for s in result["report"]["skipped"]))
 try:
-    df = curve({r: make_config(r) for r in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)}, "rank_ratio")
+    df = curve({x: make_config(x) for x in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)}, "rank_ratio")
     right.plotly_chart(curve_figure(df, "rank_ratio", "accuracy", "Test accuracy vs rank ratio",
                                     marker_x=ratio, baseline=base_m["accuracy"]), key="lowrank_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")
 if st.button("Keep as working model", key="lowrank_keep"):
-    keep_as_working(compressed_model(cfg), f"low-rank {ratio:.2f}")
+    try:
+        keep_as_working(compressed_copy(cfg), f"low-rank {ratio:.2f}")
+    except Exception as exc:
+        show_error(exc, "Could not keep the model")
+        st.stop()
     st.rerun()

@@ -1,35 +1,42 @@
-"""Quantization: bit-width slider with live accuracy and per-layer SQNR; real int8 beside it."""
+"""Quantization: bit-width slider with live accuracy and per-layer SQNR; real int8 kernels beside it."""
 import pandas as pd
 import streamlit as st
 
-from compression.figures import bar_figure, curve_figure
-from compression.quantization import QuantConfig, qat_finetune, quantize_int8
+from compression.figures import curve_figure
+from compression.figures_compress import sim_vs_real_figure, sqnr_figure
+from compression.quantization import QuantConfig, qat_finetune
 from compression.training import TrainConfig
-from pages._common import (add_result, base_metrics, compressed_model, compressed_result, current_base,
-                           current_data, curve, epoch_callback, keep_as_working, metric_row, show_error, sidebar,
-                           training_controls)
+from pages._common import (add_result, base_metrics, compressed_result, current_base, current_data, curve,
+                           epoch_callback, keep_as_working, metric_row, show_error, sidebar)
+from pages._compress_ui import compressed_copy, intro, real_int8, tune_ui
 
 sidebar()
 st.title("Quantization")
-with st.expander("What quantization does and how to read this page", expanded=True):
-    st.write("Quantization stores each weight as a small integer code (2-16 bits) plus a scale. The slider "
-             "results are a **simulation** (fake quantization: weights rounded to the grid, computed in fp32): "
-             "they show the accuracy you would get, not the speed. The **real int8** panel runs PyTorch's int8 "
-             "kernels and measures them. SQNR (dB) says how much quantization noise each layer gets: higher is "
-             "better, about 6 dB per bit.")
+intro("Quantization stores each weight as a small integer code (2-16 bits) plus a scale. The slider results "
+      "are **simulated (fake quantization)**: weights (and optionally each layer's inputs) are rounded to "
+      "the grid but computed in fp32, so they show the accuracy you would get, not the speed. The **real "
+      "int8 kernels** panel runs PyTorch's dynamic int8 kernels and measures them: that is the speed and "
+      "size you would deploy. SQNR (dB) says how much quantization noise each layer gets: higher is "
+      "better, about 6 dB per bit; the dotted line is what a layer with no outliers would get.",
+      "What quantization does and how to read this page")
 
 c1, c2, c3 = st.columns(3)
 bits = c1.slider("Bit-width", 2, 16, 8, key="quant_bits")
-granularity = c2.radio("Granularity", ["channel", "tensor"], key="quant_granularity", horizontal=True)
-calibration = c3.selectbox("Calibration (clipping)", ["minmax", "percentile", "mse"], key="quant_calibration")
-d1, d2 = st.columns(2)
-symmetric = d1.toggle("Symmetric", value=True, key="quant_symmetric")
-activations = d2.toggle("Quantize activations too", value=False, key="quant_activations")
+granularity = c2.radio("Granularity", ["channel", "tensor"], key="quant_granularity", horizontal=True,
+                       help="channel: one scale per output channel; tensor: one scale for the whole layer")
+calibration = c3.selectbox("Calibration (clipping)", ["minmax", "percentile", "mse"], key="quant_calibration",
+                           help="how the range is chosen: full range, 99.99th percentile, or least squared error")
+d1, d2, d3 = st.columns(3)
+symmetric = d1.toggle("Symmetric", value=True, key="quant_symmetric", help="off: asymmetric (a zero point)")
+activations = d2.toggle("Quantize activations too", value=False, key="quant_activations",
+                        help="also round each layer's input, calibrated on training batches")
+act_bits = d3.selectbox("Activation bits", [None, 2, 3, 4, 5, 6, 8, 10, 12, 16], key="quant_act_bits",
+                        format_func=lambda b: "same as weights" if b is None else str(b), disabled=not activations)
 
 
 def make_config(b: int) -> QuantConfig:
     return QuantConfig(bits=b, granularity=granularity, symmetric=symmetric, activations=activations,
-                       calibration=calibration)
+                       act_bits=act_bits if activations else None, calibration=calibration)
 
 
 try:
@@ -39,57 +46,58 @@ try:
 except Exception as exc:
     show_error(exc, "Quantization failed")
     st.stop()
+try:
+    real = real_int8()
+    add_result("quantize: real int8 kernels", real["report"]["config"], real["metrics"])
+except Exception as exc:
+    real = None
+    show_error(exc, "Real int8 is not available for this model")
 m = result["metrics"]
-label = f"{bits}-bit {granularity} {'sym' if symmetric else 'asym'} {calibration}" + (" +act" if activations else "")
-add_result(f"quantize (simulated): {label}", cfg.to_dict(), m)
+label = (f"{bits}-bit {granularity} {'sym' if symmetric else 'asym'} {calibration}"
+         + (f" +act{act_bits or bits}" if activations else ""))
+add_result(f"quantize (simulated): {label}", cfg.to_dict(), m)  # last: the sidebar follows the slider
+
 st.subheader("Simulated (fake quantization)")
-metric_row(m, base_m, "Simulated: the latency is that of the fp32 model with rounded weights.")
-rows = pd.DataFrame(result["report"]["layers"])
+metric_row(m, base_m, "Simulated: this is the fp32 model with rounded weights; its speed is not int8 speed.")
+st.subheader("Real int8 kernels")
+if real is not None:
+    rm, rr = real["metrics"], real["report"]["metrics"]
+    k1, k2, k3, k4 = st.columns(4)
+    k1.metric("int8 accuracy", f"{rm['accuracy']:.2%}", delta=f"{(rm['accuracy'] - base_m['accuracy']) * 100:+.2f} pts")
+    k2.metric("int8 size", f"{rm['size_bytes'] / 1024:.1f} KiB", help=rm["size_method"], delta_color="off",
+              delta=f"{base_m['size_bytes'] / max(rm['size_bytes'], 1):.1f}x smaller")
+    k3.metric(f"int8 latency (batch {rr['latency_batch']})", f"{rr['int8_latency_ms']:.2f} ms", delta_color="off",
+              delta=f"{rr['speedup']:.2f}x speed-up", help=f"fp32 {rr['fp32_latency_ms']:.2f} ms, measured together")
+    k4.metric("Layers on int8 kernels", f"{rr['int8_layers']}",
+              help="; ".join(f"{s['layer']}: {s['reason']}" for s in real["report"]["skipped"]) or "all")
+    st.caption("Fixed settings: 8-bit weights per tensor, inputs quantized on the fly by PyTorch's dynamic int8 "
+               "kernels (Linear layers only); independent of the controls above.")
+
 left, right = st.columns(2)
+rows = pd.DataFrame(result["report"]["layers"])
 if not rows.empty:
-    left.plotly_chart(bar_figure(rows, "layer", "sqnr_db", "SQNR per layer (dB)", hover="type"), key="quant_sqnr")
+    left.plotly_chart(sqnr_figure(rows, bits), key="quant_sqnr")
 try:
     df = curve({b: make_config(b) for b in (2, 3, 4, 5, 6, 8, 10, 12, 16)}, "bits")
-    right.plotly_chart(curve_figure(df, "bits", "accuracy", "Test accuracy vs bit-width", marker_x=bits,
+    right.plotly_chart(curve_figure(df, "bits", "accuracy", "Test accuracy vs bit-width (simulated)", marker_x=bits,
                                     baseline=base_m["accuracy"]), key="quant_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")
+if real is not None:
+    left.plotly_chart(sim_vs_real_figure(base_m, m, real["metrics"]), key="quant_sim_vs_real")
 
-st.subheader("Real int8 (dynamic quantization kernels)")
-if st.button("Measure real int8", key="quant_int8"):
-    try:
-        with st.spinner("Quantizing and measuring latency at batch 256…"):
-            _, report = quantize_int8(current_base().model, input_shape=current_data().input_shape)
-        st.session_state["quant_int8_result"] = (current_base().fingerprint, report.to_dict())
-    except Exception as exc:
-        show_error(exc, "Real int8 failed")
-saved = st.session_state.get("quant_int8_result")
-if saved and saved[0] == current_base().fingerprint:
-    r = saved[1]["metrics"]
-    k1, k2, k3 = st.columns(3)
-    k1.metric("fp32 latency (batch 256)", f"{r['fp32_latency_ms']:.2f} ms")
-    k2.metric("int8 latency (batch 256)", f"{r['int8_latency_ms']:.2f} ms", delta=f"{r['speedup']:.2f}x speed-up",
-              delta_color="off")
-    k3.metric("int8 size", f"{r['int8_bytes'] / 1024:.1f} KiB", delta=f"fp32 {r['fp32_bytes'] / 1024:.1f} KiB",
-              delta_color="off", help=r["bytes_how"])
-    if saved[1]["skipped"]:
-        st.caption("Kept fp32: " + ", ".join(s["layer"] for s in saved[1]["skipped"]) +
-                   " (PyTorch has dynamic int8 kernels only for Linear layers).")
-
-st.subheader("Recover low-bit accuracy")
-q1, q2, q3 = st.columns(3)
+st.subheader("Recover low-bit accuracy, keep the result")
+if bits > 6:
+    st.caption("Quantization-aware training matters most at 2-4 bits; at this bit-width the simulated "
+               "accuracy is usually already close to the baseline.")
 model, data = current_base().model, current_data()
-finished = training_controls(
-    "quant_job", "QAT", "Quantization-aware fine-tune", q1, q2,
-    lambda epochs, job: qat_finetune(model, data, cfg, TrainConfig(epochs=epochs), callback=epoch_callback(job, epochs),
-                                     stop=job.stop))
-if finished is not None:
-    tuned, report = finished
-    st.success(f"QAT at {bits} bits: validation accuracy {report.metrics['accuracy_before']:.2%} (post-training) → "
-               f"{report.metrics['accuracy_after']:.2%}.")
-    if st.button("Keep the QAT model as the working model", key="quant_keep_qat"):
-        keep_as_working(tuned, f"QAT {label}")
-        st.rerun()
-if q3.button("Keep as working model", key="quant_keep"):
-    keep_as_working(compressed_model(cfg), f"quantize {label}")
+tune_ui("quant_job", "QAT", "Quantization-aware fine-tune", cfg, f"quantize (simulated): {label}",
+        lambda epochs, job: qat_finetune(model, data, cfg, TrainConfig(epochs=epochs),
+                                         callback=epoch_callback(job, epochs), stop=job.stop))
+if st.button("Keep the simulated model as the working model", key="quant_keep"):
+    try:
+        keep_as_working(compressed_copy(cfg), f"quantize {label}")
+    except Exception as exc:
+        show_error(exc, "Could not keep the model")
+        st.stop()
     st.rerun()

@@ -1,23 +1,25 @@
 """Weights: per-layer weight and activation histograms, statistics, and quantization grids."""
-import numpy as np
-import pandas as pd
 import streamlit as st
 
-from compression.curves import layer_inputs, quant_grid, weight_arrays
-from compression.figures import histogram_figure, quant_grid_figure
-from pages._common import current_base, current_data, show_error, sidebar
+from compression.curves import quant_grid
+from compression.figures import quant_grid_figure
+from compression.figures_compress import activation_grid_figure, grid_table, subsample, weight_stats
+from pages._common import show_error, sidebar
+from pages._compress_ui import intro, weights_and_inputs
+
+CALIBRATIONS = ["minmax", "percentile", "mse"]
+PERCENT = st.column_config.NumberColumn(format="percent")
 
 sidebar()
 st.title("Weights")
-with st.expander("What this page shows", expanded=True):
-    st.write("How each layer's weights and inputs are distributed. Heavy tails and outliers make a layer hard "
-             "to quantize: a min-max grid wastes its levels on the few large values, while percentile or "
-             "MSE clipping spends them where most values are. The dashed lines are each method's clipping "
-             "range, the ticks its quantization levels.")
-base, data = current_base(), current_data()
+intro("How each layer's weights and inputs are distributed. Heavy tails and outliers (high kurtosis) make "
+      "a layer hard to quantize: a min-max grid stretches its few levels to reach the largest values, while "
+      "percentile or MSE clipping cuts the tails and spends the levels where most values are. On the "
+      "histograms the dashed lines are each method's clipping range and the ticks along the bottom its "
+      "quantization levels; the table below them says how much each grid clips and how far values move.",
+      "What this page shows and how to read it")
 try:
-    weights = weight_arrays(base.model)
-    inputs = layer_inputs(base.model, data.train.X[:256])
+    weights, inputs = weights_and_inputs()
 except Exception as exc:
     show_error(exc, "Could not read the model's layers")
     st.stop()
@@ -25,28 +27,37 @@ if not weights:
     st.info("This model has no Linear, Conv or Embedding layers to show.")
     st.stop()
 
+st.subheader("Per-layer statistics")
+st.dataframe(weight_stats(weights), hide_index=True, width="stretch",
+             column_config={"zeros": PERCENT, "outliers > 3 std": PERCENT,
+                            "kurtosis": st.column_config.NumberColumn(help="excess kurtosis: 0 for a Gaussian, "
+                                                                      "large = heavy tails")})
 
-def stats(values: np.ndarray) -> dict:
-    std = float(values.std()) or 1.0
-    z = (values - values.mean()) / std
-    return {"mean |w|": float(np.abs(values).mean()), "std": float(values.std()), "min": float(values.min()),
-            "max": float(values.max()), "kurtosis": float((z ** 4).mean() - 3),
-            "outliers > 3 std": float((np.abs(z) > 3).mean())}
-
-
-table = pd.DataFrame([{"layer": n, "count": v.size, **stats(v)} for n, v in weights.items()])
-st.dataframe(table, hide_index=True, width="stretch")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns([2, 2, 3, 1])
 layer = c1.selectbox("Layer", list(weights), key="weights_layer")
 bits = c2.slider("Bit-width for the grid", 2, 8, 4, key="weights_bits")
-log_y = c3.toggle("Log y", value=True, key="weights_log_y")
-methods = st.multiselect("Calibration methods", ["minmax", "percentile", "mse"], default=["minmax", "mse"],
-                         key="weights_methods")
-values = weights[layer]
-grids = {m: quant_grid(values, bits, m) for m in methods}
+methods = c3.multiselect("Calibration methods", CALIBRATIONS, default=CALIBRATIONS, key="weights_methods")
+log_y = c4.toggle("Log y", value=True, key="weights_log_y")
+
+values, acts = weights[layer], inputs.get(layer)
 left, right = st.columns(2)
-left.plotly_chart(quant_grid_figure(values, grids, f"{layer} weights with {bits}-bit grids", log_y),
-                  key="weights_hist")
-if layer in inputs:
-    right.plotly_chart(histogram_figure({"input": inputs[layer]}, f"{layer} input activations (256 training samples)",
-                                        log_y), key="weights_act_hist")
+try:
+    grids = {m: quant_grid(values, bits, m) for m in methods}
+    left.plotly_chart(quant_grid_figure(subsample(values), grids, f"{layer} weights with {bits}-bit grids", log_y),
+                      key="weights_hist")
+    left.dataframe(grid_table(values, grids), hide_index=True, width="stretch", key="weights_grid_table",
+                   column_config={"clipped": PERCENT})
+    if acts is not None and acts.size:
+        symmetric = bool((acts < 0).any())  # inputs after a ReLU are all >= 0: an unsigned grid fits them
+        act_grids = {m: quant_grid(acts, bits, m, symmetric=symmetric) for m in methods}
+        right.plotly_chart(activation_grid_figure(subsample(acts), act_grids, f"{layer} inputs (256 training "
+                                                  f"samples), {'signed' if symmetric else 'unsigned'} grids", log_y),
+                           key="weights_act_hist")
+        right.dataframe(grid_table(acts, act_grids), hide_index=True, width="stretch", key="weights_act_table",
+                        column_config={"clipped": PERCENT})
+    else:
+        right.info(f"No input was recorded for {layer} (an Embedding takes indices, not values).")
+except Exception as exc:
+    show_error(exc, "Could not draw the quantization grids")
+if len(values) > 50_000 or (acts is not None and acts.size > 50_000):
+    st.caption("Histograms drawn from a random 50,000 values; grids and tables use all of them.")
