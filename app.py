@@ -14,6 +14,7 @@ PAGES = {
         st.Page("pages/quantization.py", title="Quantization", icon=":material/pin:"),
         st.Page("pages/lowrank.py", title="Low-rank", icon=":material/view_column:"),
         st.Page("pages/distillation.py", title="Distillation", icon=":material/school:"),
+        st.Page("pages/transformer_models.py", title="Transformers", icon=":material/translate:"),
     ],
     "Analyse": [
         st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/monitor_heart:"),

@@ -10,7 +10,8 @@ from tests.e2e.conftest import SHOTS, wait_idle
 
 pytestmark = pytest.mark.browser
 
-PAGES = ["model", "weights", "pruning", "quantization", "lowrank", "distillation", "sensitivity", "explain",
+PAGES = ["model", "weights", "pruning", "quantization", "lowrank", "distillation", "transformer_models",
+         "sensitivity", "explain",
          "tradeoffs", "runs", "export"]
 
 
