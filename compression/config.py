@@ -93,9 +93,9 @@ def name_pairs(value, cast, what: str, example: str) -> tuple[tuple[str, Any], .
 def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
                 hi_open: bool = False) -> None:
     """Raise ConfigError unless lo <= value <= hi (with optional open ends)."""
-    ok_lo = value > lo if lo_open else value >= lo
-    ok_hi = value < hi if hi_open else value <= hi
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (ok_lo and ok_hi):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:  # NaN fails both comparisons
         lb, hb = "(" if lo_open else "[", ")" if hi_open else "]"
         raise ConfigError(f"{name} must be a number in {lb}{lo}, {hi}{hb}; got {value!r}.")
 

@@ -92,7 +92,8 @@ def count_nonzero_params(model: nn.Module) -> int:
     names = {n.removesuffix("_orig") for n, _ in model.named_parameters()}
     dense = sum(int(torch.count_nonzero(t)) for k, t in effective_weights(model).items()
                 if k in names and isinstance(t, torch.Tensor))
-    packed = sum(int(torch.count_nonzero(m.weight().int_repr())) + int(torch.count_nonzero(m.bias()))
+    packed = sum(int(torch.count_nonzero(m.weight().int_repr()))
+                 + (int(torch.count_nonzero(m.bias())) if m.bias() is not None else 0)
                  for m in model.modules() if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)))
     return dense + packed
 

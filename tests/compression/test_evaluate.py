@@ -97,3 +97,12 @@ def test_evaluate_builtin_with_reference(digits, pretrained):
         assert key in d
     assert sum(sum(row) for row in r.confusion) == len(digits.test)
     assert np.isclose(sum(np.diag(r.confusion)) / len(digits.test), r.accuracy)
+
+
+@pytest.mark.parametrize("value", ["0.5", None, [0.5], float("nan"), True])
+def test_check_range_refuses_non_numbers_with_config_error(value):
+    from compression.config import check_range
+    from compression.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a number"):
+        check_range("sparsity", value, 0.0, 1.0)

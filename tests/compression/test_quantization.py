@@ -10,7 +10,7 @@ from torch.nn.utils import prune as torch_prune
 
 from compression.config import compress, config_from_dict, config_from_json
 from compression.errors import ConfigError
-from compression.evaluate import accuracy_and_loss, agreement, predict_logits
+from compression.evaluate import accuracy_and_loss, agreement, count_nonzero_params, count_params, predict_logits
 from compression.quantization import (QuantConfig, attach_act_quant, compute_qparams, fake_quantize,
                                       has_act_quant, int8_layers, qat_finetune, quantize, quantize_int8,
                                       remove_act_quant, sqnr_db)
@@ -258,3 +258,10 @@ def test_real_int8_is_int8(pretrained, digits):
     assert int8_layers(conv_q) == ["fcs.0", "fcs.1", "fcs.2"]
     assert conv_report.metrics["speedup"] == pytest.approx(
         conv_report.metrics["fp32_latency_ms"] / conv_report.metrics["int8_latency_ms"])
+
+
+def test_real_int8_counts_layers_without_bias():
+    model = nn.Sequential(nn.Linear(8, 16, bias=False), nn.ReLU(), nn.Linear(16, 4))
+    q, _ = quantize_int8(model, measure=False)
+    nonzero = count_nonzero_params(q)
+    assert count_params(q) == 8 * 16 + 16 * 4 + 4 and 0 < nonzero <= count_params(q)
