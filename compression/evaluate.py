@@ -219,9 +219,18 @@ class EvalResult:
         return self.params
 
 
+def latency_batch(X: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The first `batch_size` samples of X, repeated if X holds fewer."""
+    batch = X[:batch_size]
+    if batch.shape[0] < batch_size:
+        batch = batch.repeat(-(-batch_size // batch.shape[0]), *([1] * (batch.dim() - 1)))[:batch_size]
+    return batch
+
+
 def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn.Module | None = None,
              latency: bool = True, batch_size: int = 64, repeats: int = 30,
-             threads: int | None = None, macs: bool = True) -> EvalResult:
+             threads: int | None = None, macs: bool = True,
+             reference_logits: torch.Tensor | None = None) -> EvalResult:
     """Evaluate a model on one split of a data set.
 
     Args:
@@ -229,6 +238,8 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
         latency: measure latency at `batch_size` (median of `repeats` runs after warm-up).
         macs: count MACs (the first count in a process pays ~1 s of torch imports; the app's
             first page skips it for its headline numbers and counts per layer afterwards).
+        reference_logits: the reference's logits on this split, if already known (a slider
+            move compares against the same original every time); used instead of `reference`.
     Returns:
         an EvalResult; `size_bytes` is the size of the model as actually serialised.
     """
@@ -239,19 +250,17 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(conf.sum(1) > 0, np.diag(conf) / np.maximum(conf.sum(1), 1), np.nan)
     agree = kl = None
-    if reference is not None:
-        agree, kl = agreement(logits, predict_logits(reference, part.X))
+    if reference_logits is None and reference is not None:
+        reference_logits = predict_logits(reference, part.X)
+    if reference_logits is not None:
+        agree, kl = agreement(logits, reference_logits)
     params = count_params(model)
     size, how = serialized_size(model)
     example = part.X[:1]
     n_macs = count_macs(model, example)[0] if macs else None
     lat = None
     if latency:
-        batch = part.X[:batch_size]
-        if batch.shape[0] < batch_size:
-            reps = -(-batch_size // batch.shape[0])
-            batch = batch.repeat(reps, *([1] * (batch.dim() - 1)))[:batch_size]
-        lat = measure_latency(model, batch, repeats=repeats, threads=threads)
+        lat = measure_latency(model, latency_batch(part.X, batch_size), repeats=repeats, threads=threads)
     return EvalResult(
         accuracy=(pred == part.y).float().mean().item(),
         top5=topk_accuracy(logits, part.y, 5) if data.num_classes > 5 else None,
@@ -278,12 +287,34 @@ def fold_masks_(model: nn.Module) -> nn.Module:
 
 
 def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = True,
-                          repeats: int = 10) -> dict:
+                          repeats: int = 10, reference_logits: torch.Tensor | None = None) -> dict:
     """What one slider move computes: compress a copy of `model` with `cfg`, then evaluate it
-    against the original. Returns {"metrics": full EvalResult dict, "report": Report dict}."""
+    against the original (on the test split). With `latency=False` nothing is timed, neither
+    here nor inside the method (channel pruning and low-rank otherwise make paired latency
+    measurements): the app shows accuracy and size at once and measures latency afterwards with
+    `compressed_latency`. Returns {"metrics": full EvalResult dict, "report": Report dict}."""
     from compression.config import compress
 
-    compressed, report = compress(model, cfg, data)
+    compressed, report = compress(model, cfg, data, measure_latency=latency)
     fold_masks_(compressed)  # measure what would be deployed: masks folded, no per-forward hook
-    metrics = evaluate(compressed, data, reference=model, latency=latency, repeats=repeats)
+    metrics = evaluate(compressed, data, reference=model, latency=latency, repeats=repeats,
+                       reference_logits=reference_logits)
     return {"metrics": metrics.to_dict(full=True), "report": report.to_dict()}
+
+
+LATENCY_FIELDS = ("latency_ms", "latency_iqr_ms", "batch_size", "threads")
+
+
+def compressed_latency(model: nn.Module, cfg, data: Dataset, repeats: int = 10,
+                       batch_size: int = 64) -> dict:
+    """The measured half of a slider move, done after accuracy and size are on screen: compress
+    a copy of `model` with `cfg` (with the method's own paired measurements, if it makes any)
+    and time it at `batch_size` like `evaluate` does. Returns {"latency_ms", "latency_iqr_ms",
+    "batch_size", "threads", "report": the method's metrics (e.g. latency_before_ms/after_ms)}."""
+    from compression.config import compress
+
+    compressed, report = compress(model, cfg, data, measure_latency=True)
+    fold_masks_(compressed)
+    lat = measure_latency(compressed, latency_batch(data.test.X, batch_size), repeats=repeats)
+    return {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "batch_size": batch_size,
+            "threads": lat.threads, "report": report.metrics}

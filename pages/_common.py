@@ -161,21 +161,44 @@ def sidebar() -> None:
 
 # ---- compressed results, cached once per (model, config, data) -------------------------------
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _reference_logits(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> torch.Tensor:
+    from compression.evaluate import predict_logits
+
+    return predict_logits(_model, _data.test.X)
+
+
 @st.cache_data(max_entries=512, show_spinner=False)
-def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str,
-                latency: bool) -> dict:
+def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str) -> dict:
     from compression.config import config_from_json
     from compression.evaluate import compress_and_evaluate
 
-    return compress_and_evaluate(_model, config_from_json(cfg_json), _data, latency=latency)
+    ref = _reference_logits(_model, model_id, _data, data_id)
+    return compress_and_evaluate(_model, config_from_json(cfg_json), _data, latency=False, reference_logits=ref)
 
 
-def compressed_result(cfg, latency: bool = True) -> dict:
-    """Compress this session's base model with `cfg` (a MethodConfig) and evaluate it against
-    the base. Computed once per (model, config, data); reruns and other users hit the cache.
+@st.cache_data(max_entries=512, show_spinner=False)
+def _latency(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str) -> dict:
+    from compression.config import config_from_json
+    from compression.evaluate import compressed_latency as measure
+
+    return measure(_model, config_from_json(cfg_json), _data)
+
+
+def compressed_result(cfg) -> dict:
+    """Compress this session's base model with `cfg` (a MethodConfig) and evaluate accuracy and
+    size against the base, timing nothing (see `compressed_latency`). Computed once per (model,
+    config, data); reruns and other users hit the cache.
     Returns {"metrics": EvalResult dict, "report": Report dict}."""
     base, data = current_base(), current_data()
-    return _compressed(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint, latency)
+    return _compressed(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint)
+
+
+def compressed_latency(cfg) -> dict:
+    """The measured latency of the base model compressed with `cfg`, once per (model, config,
+    data): compression.evaluate.compressed_latency's dict."""
+    base, data = current_base(), current_data()
+    return _latency(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint)
 
 
 def compressed_model(cfg) -> torch.nn.Module:
@@ -262,20 +285,32 @@ def start_background(key: str, name: str, work) -> None:
     st.session_state[key] = start_job(name, work)
 
 
-def metric_row(m: dict, base: dict, latency_note: str = "") -> None:
-    """Accuracy, non-zero parameters, size and measured latency, with deltas against the baseline."""
+def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
+    """Accuracy, non-zero parameters, size and measured latency, with deltas against the baseline.
+    The first three draw at once; with `cfg`, latency is then measured (once per model and
+    config) and drawn. Returns `m` with the latency fields filled in, for add_result."""
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Accuracy", f"{m['accuracy']:.2%}", delta=f"{(m['accuracy'] - base['accuracy']) * 100:+.2f} pts")
     c2.metric("Non-zero params", f"{m['nonzero_params']:,}",
               delta=f"{m['nonzero_params'] - base['nonzero_params']:+,}", delta_color="inverse")
     c3.metric("Size", f"{m['size_bytes'] / 1024:.1f} KiB", help=m["size_method"],
               delta=f"{base['size_bytes'] / max(m['size_bytes'], 1):.1f}x smaller", delta_color="off")
+    if m.get("latency_ms") is None and cfg is not None:
+        from compression.evaluate import LATENCY_FIELDS
+
+        with c4, st.spinner("Measuring latency…"):
+            try:
+                lat = compressed_latency(cfg)
+                m = {**m, **{k: lat[k] for k in LATENCY_FIELDS}}
+            except Exception as exc:  # accuracy and size are still right; say why latency is missing
+                st.caption(f"Latency not measured: {exc}")
     if m.get("latency_ms") is not None and base.get("latency_ms"):
         c4.metric("Latency", f"{m['latency_ms']:.3f} ms", delta=f"{m['latency_ms'] / base['latency_ms']:.2f}x baseline",
                   delta_color="off", help=f"measured: median after warm-up, batch {m['batch_size']}, "
-                                          f"{m['threads']} threads. {latency_note}")
+                                          f"{m['threads']} threads, measured after accuracy and size. {latency_note}")
     if m.get("agreement") is not None:
         st.caption(f"Agreement with the original: {m['agreement']:.2%} top-1 · KL divergence {m['kl_divergence']:.4f}")
+    return m
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing the curve…")

@@ -70,7 +70,8 @@ def tune_ui(key: str, title: str, button: str, cfg, label: str,
 
         model, report = train(epochs, job)
         metrics = evaluate(model, data, reference=base.model, repeats=10).to_dict(full=True)
-        return {"for": (base.fingerprint, data.fingerprint, cfg.to_json()), "model": model, "report": report.to_dict(), "metrics": metrics,
+        return {"for": (base.fingerprint, data.fingerprint, cfg.to_json()), "model": model,
+                "report": report.to_dict(), "metrics": metrics,
                 "epochs": len(report.metrics.get("history", [])) or epochs}
 
     c1, c2, c3 = st.columns(3)

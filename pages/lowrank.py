@@ -4,8 +4,8 @@ import streamlit as st
 
 from compression.figures import bar_figure, curve_figure
 from compression.lowrank import LowRankConfig
-from pages._common import (add_result, base_metrics, compressed_result, curve, keep_as_working, metric_row,
-                           show_error, sidebar)
+from pages._common import (add_result, base_metrics, compressed_latency, compressed_result, curve, keep_as_working,
+                           metric_row, show_error, sidebar)
 from pages._compress_ui import compressed_copy, intro
 
 sidebar()
@@ -31,10 +31,11 @@ try:
 except Exception as exc:
     show_error(exc, "Low-rank factorisation failed")
     st.stop()
-m, r = result["metrics"], result["report"]["metrics"]
+m = result["metrics"]
 label = f"lowrank: ratio {ratio:.2f}" + (" +conv" if include_conv else "")
+m = metric_row(m, base_m, "Factorised layers are really smaller: fewer multiply-accumulates.", cfg)
 add_result(label, cfg.to_dict(), m)
-metric_row(m, base_m, "Factorised layers are really smaller: fewer multiply-accumulates.")
+r = {**result["report"]["metrics"], **compressed_latency(cfg)["report"]}
 p1, p2, _ = st.columns([1, 1, 2])
 p1.metric("Parameters", f"{m['params']:,}", delta=f"{m['params'] - base_m['params']:+,}", delta_color="inverse")
 p2.metric("MACs per sample", f"{r['macs_after']:,}", delta=f"{r['macs_after'] - r['macs_before']:+,}",

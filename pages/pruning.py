@@ -8,8 +8,8 @@ from compression.figures_compress import layer_pruning_figure
 from compression.layers import weight_layers
 from compression.pruning import ChannelPruneConfig, PruneConfig, finetune
 from compression.training import TrainConfig
-from pages._common import (add_result, base_metrics, compressed_result, current_base, current_data, curve,
-                           epoch_callback, keep_as_working, metric_row, show_error, sidebar)
+from pages._common import (add_result, base_metrics, compressed_latency, compressed_result, current_base, current_data,
+                           curve, epoch_callback, keep_as_working, metric_row, show_error, sidebar)
 from pages._compress_ui import compressed_copy, intro, tune_ui
 
 CHANNEL_MAX = 0.95  # structured pruning keeps at least 5% of each layer's channels
@@ -59,10 +59,10 @@ except Exception as exc:
 m, report = result["metrics"], result["report"]
 label = f"{method} {cfg.sparsity:.0%}" + (f" {scope}" if method != "channel" else f" ({importance})")
 label += "".join(f" {n}={s:.0%}" for n, s in overrides.items())
+m = metric_row(m, base_m, "Unstructured zeros do not speed up dense kernels; channel pruning does.", cfg)
 add_result(f"prune: {label}", cfg.to_dict(), m)
-metric_row(m, base_m, "Unstructured zeros do not speed up dense kernels; channel pruning does.")
 if method == "channel":
-    r = report["metrics"]
+    r = {**report["metrics"], **compressed_latency(cfg)["report"]}
     st.caption(f"Channels really removed: the network is smaller, so its latency change is real "
                f"(paired measurement at batch {r.get('latency_batch', 256)}: {r.get('latency_before_ms', 0):.3f} → "
                f"{r.get('latency_after_ms', 0):.3f} ms). Parameters {r['params_before']:,} → {r['params_after']:,}, "

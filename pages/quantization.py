@@ -55,10 +55,9 @@ except Exception as exc:
 m = result["metrics"]
 label = (f"{bits}-bit {granularity} {'sym' if symmetric else 'asym'} {calibration}"
          + (f" +act{act_bits or bits}" if activations else ""))
-add_result(f"quantize (simulated): {label}", cfg.to_dict(), m)  # last: the sidebar follows the slider
-
 st.subheader("Simulated (fake quantization)")
-metric_row(m, base_m, "Simulated: this is the fp32 model with rounded weights; its speed is not int8 speed.")
+m = metric_row(m, base_m, "Simulated: this is the fp32 model with rounded weights; its speed is not int8 speed.", cfg)
+add_result(f"quantize (simulated): {label}", cfg.to_dict(), m)  # last: the sidebar follows the slider
 st.subheader("Real int8 kernels")
 if real is not None:
     rm, rr = real["metrics"], real["report"]["metrics"]

@@ -146,7 +146,8 @@ if trade and trade[0] == hf.fingerprint:
     choice = ts.choose_int8(frame, target)
     (st.success if choice["meets_target"] else st.warning)(
         f"Keep {choice['k_kept']} layer(s) in fp32, {choice['int8_layers']} in int8: "
-        f"fidelity {choice['fidelity']:.4f}, {choice['speedup']:.2f}x measured speed-up" + ("" if choice["meets_target"] else " (target not reached)"))
+        f"fidelity {choice['fidelity']:.4f}, {choice['speedup']:.2f}x measured speed-up"
+        + ("" if choice["meets_target"] else " (target not reached)"))
     st.plotly_chart(bar_figure(frame.assign(k=frame["k_kept"].astype(str)), "k", "fidelity",
                                "Fidelity by number of layers kept in fp32", hover="speedup"), key="hf_trade_fig")
     st.dataframe(frame.drop(columns=["kept"]), hide_index=True, width="stretch")

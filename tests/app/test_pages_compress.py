@@ -43,6 +43,8 @@ def test_channel_pruning_and_keep(page):
     at.slider(key="prune_sparsity").set_value(50).run()
     assert not at.exception and not at.error
     assert number(metric(at, "Non-zero params")) < 50610
+    assert metric(at, "Latency").endswith("ms")  # measured after accuracy and size, still shown
+    assert any("paired measurement" in c.value for c in at.caption)
     at.button(key="prune_keep").click().run()
     at.switch_page("pages/model.py").run()
     assert not at.exception and number(metric(at, "Parameters")) < 50610  # the kept model stays

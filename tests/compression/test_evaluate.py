@@ -106,3 +106,20 @@ def test_check_range_refuses_non_numbers_with_config_error(value):
 
     with pytest.raises(ConfigError, match="must be a number"):
         check_range("sparsity", value, 0.0, 1.0)
+
+
+def test_slider_move_times_nothing_and_latency_comes_after(digits):
+    from compression import zoo
+    from compression.evaluate import compress_and_evaluate, compressed_latency, predict_logits
+    from compression.pruning import ChannelPruneConfig
+
+    model = zoo.load_pretrained("resnet").eval()
+    cfg = ChannelPruneConfig(sparsity=0.5)
+    fast = compress_and_evaluate(model, cfg, digits, latency=False,
+                                 reference_logits=predict_logits(model, digits.test.X))
+    slow = compress_and_evaluate(model, cfg, digits, latency=False)
+    assert fast["metrics"]["latency_ms"] is None and "latency_after_ms" not in fast["report"]["metrics"]
+    assert fast["metrics"]["agreement"] == slow["metrics"]["agreement"]
+    assert fast["metrics"]["kl_divergence"] == slow["metrics"]["kl_divergence"]
+    lat = compressed_latency(model, cfg, digits, repeats=2, batch_size=8)
+    assert lat["latency_ms"] > 0 and lat["batch_size"] == 8 and lat["report"]["latency_after_ms"] > 0
