@@ -98,15 +98,24 @@ def allocation_figure(allocations: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Allocated against uniform at the same size", "", "test accuracy")
 
 
+EVIDENCE = {"pruning-retraining": "steps", "deep-compression": "stages", "distillation": "per_seed",
+            "quantization-granularity": "rows", "layer-sensitivity": "layers"}
+
+
 def case_figures(case: str, result: dict) -> list[go.Figure]:
-    """Every figure of one case, from its result's to_dict()."""
+    """Every figure of one case, from its result's to_dict(); none when a stop left nothing measured."""
+    if case in EVIDENCE and not result.get(EVIDENCE[case]):
+        return []
     if case == "pruning-retraining":
         return [pruning_figure(pd.DataFrame(result["steps"]), result["baseline_accuracy"])]
     if case == "deep-compression":
         return [deep_compression_figure(pd.DataFrame(result["stages"]))]
     if case == "distillation":
-        return [distillation_figure(result), temperature_figure(pd.DataFrame(result["temperature_curve"]),
-                                                                result["student_alone"], result["teacher"])]
+        figs = [distillation_figure(result)]
+        if result["temperature_curve"]:
+            figs.append(temperature_figure(pd.DataFrame(result["temperature_curve"]), result["student_alone"],
+                                           result["teacher"]))
+        return figs
     if case == "quantization-granularity":
         return [granularity_figure(pd.DataFrame(result["rows"]))]
     if case == "layer-sensitivity":

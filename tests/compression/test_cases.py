@@ -138,3 +138,11 @@ def test_cli_prints_one_json_object_and_records_the_run(capsys):
     assert runs[0].config["case"] == "layer-sensitivity"
     assert cases.main(["layer-sensitivity", "--quick", "--json", "--no-store"]) == 0
     assert "run_id" not in json.loads(capsys.readouterr().out) and len(Store()) == 1
+
+
+def test_a_stopped_case_has_no_figures_but_a_table():
+    stop = threading.Event()
+    stop.set()
+    result = cases.run_case("distillation", quick=True, stop=stop)
+    assert case_figures("distillation", result.to_dict()) == []
+    assert len(result.table()) == 3
