@@ -183,7 +183,7 @@ def pruning_retraining(quick: bool = False, seeds: int | None = None, progress: 
     retraining (Adam, weight decay 1e-4, masks fixed), against one-shot pruning without retraining."""
     start, data = time.perf_counter(), load_digits()
     seeds = seeds or (1 if quick else 3)
-    steps, epochs = steps or (4 if quick else 6), epochs or (8 if quick else 20)
+    steps, epochs = steps or (4 if quick else 8), epochs or (8 if quick else 30)
     base = zoo.load_pretrained(model)
     base_acc = _test_accuracy(base, data)
     tick = _Ticker(seeds * steps + 1, progress)
@@ -594,7 +594,8 @@ def record(result: CaseResult, store=None) -> str:
     data = load_digits()
     d = result.to_dict()
     config = {"kind": "case", "case": result.case, "quick": result.quick, "seeds": len(result.seeds)}
-    return (store or Store()).record("case", f"case:{result.case}", (data.name, data.fingerprint), config, d)
+    store = store if store is not None else Store()   # not `store or`: an empty Store is falsy (len 0)
+    return store.record("case", f"case:{result.case}", (data.name, data.fingerprint), config, d)
 
 
 def summary(result: CaseResult) -> dict:

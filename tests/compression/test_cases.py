@@ -140,6 +140,13 @@ def test_cli_prints_one_json_object_and_records_the_run(capsys):
     assert "run_id" not in json.loads(capsys.readouterr().out) and len(Store()) == 1
 
 
+def test_cli_store_path_records_there_even_when_empty(tmp_path, capsys):
+    path = tmp_path / "cases.sqlite"
+    assert cases.main(["layer-sensitivity", "--quick", "--json", "--store", str(path)]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert [r.id for r in Store(path).list()] == [run_id] and len(Store()) == 0
+
+
 def test_a_stopped_case_has_no_figures_but_a_table():
     stop = threading.Event()
     stop.set()
