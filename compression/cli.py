@@ -31,6 +31,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="where to run: cpu (default) or cuda when PyTorch sees a GPU")
+
+
 def load_inputs(args: argparse.Namespace, flag: str = "model"):
     """(LoadedModel, Dataset) from --model/--arch/--data."""
     from compression.data import load_data
@@ -40,10 +44,10 @@ def load_inputs(args: argparse.Namespace, flag: str = "model"):
     return load_model(getattr(args, flag), arch=args.arch, data=data), data
 
 
-def eval_row(model, data, reference=None, latency: bool = True) -> dict:
+def eval_row(model, data, reference=None, latency: bool = True, device: str | None = None) -> dict:
     from compression.evaluate import evaluate
 
-    return evaluate(model, data, reference=reference, latency=latency).to_dict()
+    return evaluate(model, data, reference=reference, latency=latency, device=device).to_dict()
 
 
 def _setup_evaluate(p: argparse.ArgumentParser) -> None:
@@ -52,6 +56,7 @@ def _setup_evaluate(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    add_device_arg(p)
     _store_arg(p)
 
 
@@ -67,8 +72,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     from compression.cli_methods import _record
 
     loaded, data = load_inputs(args)
-    row = eval_row(loaded.model, data, latency=not args.no_latency)
-    result = {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, **row}
+    row = eval_row(loaded.model, data, latency=not args.no_latency, device=args.device)
+    result = {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, "device": args.device, **row}
     run_id = _record(args, "evaluate", f"{loaded.name}:{loaded.fingerprint}", data, {"kind": "evaluate"}, result, {})
     if run_id is not None:
         result["run_id"] = run_id

@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from compression.cli import add_data_args, add_model_args, command, load_inputs
+from compression.cli import add_data_args, add_device_arg, add_model_args, command, load_inputs
 from compression.errors import ConfigError
 
 
@@ -26,6 +26,7 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--granularity", choices=["tensor", "channel"], default="channel")
     p.add_argument("--activations", action="store_true", help="quantize: also quantize each layer's input")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+    add_device_arg(p)
 
 
 def parse_levels(text: str | None, kind: str) -> list[float] | list[int] | None:
@@ -50,11 +51,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     if args.kind == "prune":
         kw = {"levels": levels} if levels is not None else {}
-        sweep = sensitivity.prune_sweep(loaded.model, data, layers=layers, split=args.split, **kw)
+        sweep = sensitivity.prune_sweep(loaded.model, data, layers=layers, split=args.split, device=args.device, **kw)
     else:
         kw = {"bits": levels} if levels is not None else {}
         sweep = sensitivity.quant_sweep(loaded.model, data, layers=layers, split=args.split,
-                                        granularity=args.granularity, activations=args.activations, **kw)
+                                        granularity=args.granularity, activations=args.activations,
+                                        device=args.device, **kw)
     seconds = time.perf_counter() - start
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)

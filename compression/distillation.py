@@ -49,7 +49,7 @@ class DistillConfig(MethodConfig):
 
 def distill(teacher: nn.Module, student: nn.Module, data: Dataset, cfg: DistillConfig,
             callback: Callable[[Progress], None] | None = None, stop: StopFlag = None,
-            baseline: bool = False) -> tuple[nn.Module, Report]:
+            baseline: bool = False, device: str | None = None) -> tuple[nn.Module, Report]:
     """Train a copy of `student` from `teacher` with `training.fit` (neither input is changed).
 
     Args:
@@ -58,20 +58,22 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, cfg: DistillC
             and the best model seen so far (by validation accuracy) is returned.
         baseline: also train the same student without the teacher, same budget and seed (not
             run when the distillation was stopped).
+        device: train there (the teacher's logits are computed where the teacher is); the
+            student comes back to the CPU.
     Returns:
         (distilled student in eval mode, Report with metrics teacher_accuracy, student_accuracy,
         initial_accuracy (test split), history (one row per epoch), stopped, and with baseline
         baseline_accuracy and baseline_history).
     """
     train_cfg = cfg.train_config()
-    trained, history = fit(student, data, train_cfg, teacher=teacher, callback=callback, stop=stop)
+    trained, history = fit(student, data, train_cfg, teacher=teacher, callback=callback, stop=stop, device=device)
     stopped = len(history) < cfg.epochs or not all(h["complete"] for h in history)
     metrics = {"teacher_accuracy": accuracy_and_loss(teacher, data.test)[0],
                "student_accuracy": accuracy_and_loss(trained, data.test)[0],
                "initial_accuracy": accuracy_and_loss(student, data.test)[0],
                "history": history, "stopped": stopped}
     if baseline and not stopped:
-        alone, alone_history = fit(student, data, train_cfg, stop=stop)
+        alone, alone_history = fit(student, data, train_cfg, stop=stop, device=device)
         metrics["baseline_accuracy"] = accuracy_and_loss(alone, data.test)[0]
         metrics["baseline_history"] = alone_history
     return trained, Report("distill", cfg.to_dict(), metrics=metrics)

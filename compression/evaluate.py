@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.data import Dataset, Split
+from compression.devices import model_device, on_device
 
 EVAL_BATCH = 512
 
@@ -30,11 +31,12 @@ def predict_logits(model: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BAT
     """Logits (N, classes) of a model in eval mode, in batches. Restores the model's train flag."""
     was_training = model.training
     set_training(model, False)
+    device = model_device(model)
     try:
-        outs = [model(X[i:i + batch_size]) for i in range(0, X.shape[0], batch_size)]
+        outs = [model(X[i:i + batch_size].to(device)).float().cpu() for i in range(0, X.shape[0], batch_size)]
     finally:
         set_training(model, was_training)
-    return torch.cat(outs).float()
+    return torch.cat(outs)
 
 
 def accuracy_and_loss(model: nn.Module, split: Split) -> tuple[float, float]:
@@ -149,8 +151,10 @@ class Latency:
 @torch.inference_mode()
 def measure_latency(model: nn.Module, example: torch.Tensor, repeats: int = 30, warmup: int = 5,
                     threads: int | None = None, min_time_s: float = 0.0) -> Latency:
-    """Wall-clock latency of model(example): `warmup` untimed runs, then `repeats` timed runs
-    (more if `min_time_s` is not reached); median and inter-quartile range in milliseconds."""
+    """Wall-clock latency of model(example) on the model's device: `warmup` untimed runs, then
+    `repeats` timed runs (more if `min_time_s` is not reached), each waiting for the GPU to finish
+    when there is one; median and inter-quartile range in milliseconds."""
+    example = example.to(model_device(model))
     threads = threads or torch.get_num_threads()
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -230,7 +234,7 @@ def latency_batch(X: torch.Tensor, batch_size: int) -> torch.Tensor:
 def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn.Module | None = None,
              latency: bool = True, batch_size: int = 64, repeats: int = 30,
              threads: int | None = None, macs: bool = True,
-             reference_logits: torch.Tensor | None = None) -> EvalResult:
+             reference_logits: torch.Tensor | None = None, device: str | None = None) -> EvalResult:
     """Evaluate a model on one split of a data set.
 
     Args:
@@ -240,10 +244,13 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
             first page skips it for its headline numbers and counts per layer afterwards).
         reference_logits: the reference's logits on this split, if already known (a slider
             move compares against the same original every time); used instead of `reference`.
+        device: run on this device (a moved copy; see compression.devices). Default: wherever
+            the model is.
     Returns:
         an EvalResult; `size_bytes` is the size of the model as actually serialised.
     """
     part = data.split(split)
+    model = on_device(model, device)
     logits = predict_logits(model, part.X)
     pred = logits.argmax(1)
     conf = confusion_matrix(pred, part.y, data.num_classes)
@@ -256,7 +263,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
         agree, kl = agreement(logits, reference_logits)
     params = count_params(model)
     size, how = serialized_size(model)
-    example = part.X[:1]
+    example = part.X[:1].to(model_device(model))
     n_macs = count_macs(model, example)[0] if macs else None
     lat = None
     if latency:
@@ -287,18 +294,20 @@ def fold_masks_(model: nn.Module) -> nn.Module:
 
 
 def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = True,
-                          repeats: int = 10, reference_logits: torch.Tensor | None = None) -> dict:
+                          repeats: int = 10, reference_logits: torch.Tensor | None = None,
+                          device: str | None = None) -> dict:
     """What one slider move computes: compress a copy of `model` with `cfg`, then evaluate it
     against the original (on the test split). With `latency=False` nothing is timed, neither
     here nor inside the method (channel pruning and low-rank otherwise make paired latency
     measurements): the app shows accuracy and size at once and measures latency afterwards with
-    `compressed_latency`. Returns {"metrics": full EvalResult dict, "report": Report dict}."""
+    `compressed_latency`. With `device`, the compressed copy is evaluated there.
+    Returns {"metrics": full EvalResult dict, "report": Report dict}."""
     from compression.config import compress
 
     compressed, report = compress(model, cfg, data, measure_latency=latency)
     fold_masks_(compressed)  # measure what would be deployed: masks folded, no per-forward hook
     metrics = evaluate(compressed, data, reference=model, latency=latency, repeats=repeats,
-                       reference_logits=reference_logits)
+                       reference_logits=reference_logits, device=device)
     return {"metrics": metrics.to_dict(full=True), "report": report.to_dict()}
 
 
@@ -306,7 +315,7 @@ LATENCY_FIELDS = ("latency_ms", "latency_iqr_ms", "batch_size", "threads")
 
 
 def compressed_latency(model: nn.Module, cfg, data: Dataset, repeats: int = 10,
-                       batch_size: int = 64) -> dict:
+                       batch_size: int = 64, device: str | None = None) -> dict:
     """The measured half of a slider move, done after accuracy and size are on screen: compress
     a copy of `model` with `cfg` (with the method's own paired measurements, if it makes any)
     and time it at `batch_size` like `evaluate` does. Returns {"latency_ms", "latency_iqr_ms",
@@ -315,6 +324,7 @@ def compressed_latency(model: nn.Module, cfg, data: Dataset, repeats: int = 10,
 
     compressed, report = compress(model, cfg, data, measure_latency=True)
     fold_masks_(compressed)
+    compressed = on_device(compressed, device)
     lat = measure_latency(compressed, latency_batch(data.test.X, batch_size), repeats=repeats)
     return {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "batch_size": batch_size,
             "threads": lat.threads, "report": report.metrics}

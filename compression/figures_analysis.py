@@ -250,7 +250,7 @@ def attribution_figure(inputs: Sequence[Any], columns: Mapping[str, Sequence[Any
 # ---- bodies of the pages' background jobs (no streamlit; each takes a compression.jobs.Job) --
 
 def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
-                 evaluate_latency: bool = True) -> Callable[[Any], dict]:
+                 evaluate_latency: bool = True, device: str | None = None) -> Callable[[Any], dict]:
     """Distil `student` from `teacher` (then, optionally, train the same student on the labels
     alone with the same budget and seed, as distill(..., baseline=True) does), reporting
     per-batch progress and one event per finished epoch:
@@ -286,9 +286,10 @@ def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
                     job.report(frac, f"{run}: epoch {p.epoch + 1}/{p.epochs}, batch {p.batch}/{p.batches}")
 
             if run == "distilled":
-                model, report = distill(teacher_, student, data, cfg, callback=callback, stop=job.stop)
+                model, report = distill(teacher_, student, data, cfg, callback=callback, stop=job.stop, device=device)
             else:  # what distill(..., baseline=True) trains, but with progress: the same fit, no teacher
-                model, history = fit(student, data, cfg.train_config(), callback=callback, stop=job.stop)
+                model, history = fit(student, data, cfg.train_config(), callback=callback, stop=job.stop,
+                                     device=device)
                 report = {"method": "train", "config": cfg.to_dict(), "metrics": {"history": history}}
             metrics = evaluate(model, data, reference=teacher_, latency=evaluate_latency, repeats=10).to_dict()
             out[run] = {"model": model, "metrics": metrics,
@@ -298,7 +299,8 @@ def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
     return work
 
 
-def sweep_work(model, data, kind: str, levels: Sequence, proxies: bool = True) -> Callable[[Any], dict]:
+def sweep_work(model, data, kind: str, levels: Sequence, proxies: bool = True,
+               device: str | None = None) -> Callable[[Any], dict]:
     """Per-layer sweep (`kind` 'prune': sparsities, or 'quantize': bit-widths) over `levels` on the
     validation split, then (optionally) the proxy table. Progress goes into the job, one event per
     point (the sweep's row); returns {'sweep', 'proxies', 'correlations'}. A stopped sweep returns
@@ -312,7 +314,7 @@ def sweep_work(model, data, kind: str, levels: Sequence, proxies: bool = True) -
         def callback(done: int, total: int, row: dict) -> None:
             job.report(share * done / max(total, 1), f"{row['layer']} at {row['level']} ({done}/{total})", row)
 
-        sweep = sweep_fn(model, data, list(levels), callback=callback, stop=job.stop)
+        sweep = sweep_fn(model, data, list(levels), callback=callback, stop=job.stop, device=device)
         out = {"sweep": sweep, "proxies": None, "correlations": None}
         if proxies and not job.stop.is_set() and len(sweep):
             from compression.proxies import proxy_table

@@ -56,7 +56,7 @@ def magnitude_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     scores (ties broken by position, deterministically)."""
     n = score.numel()
     k = int(round(sparsity * n))
-    mask = torch.ones(n, dtype=torch.float32)
+    mask = torch.ones(n, dtype=torch.float32, device=score.device)
     if k > 0:
         idx = torch.argsort(score.detach().flatten().float(), stable=True)[:k]
         mask[idx] = 0.0
@@ -163,10 +163,11 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
 
 
 def finetune(model: nn.Module, data: Dataset, train_cfg: TrainConfig, teacher: nn.Module | None = None,
-             callback=None, stop=None) -> tuple[nn.Module, Report]:
-    """Recovery fine-tuning with masks fixed (only weight_orig trains; weight = orig * mask)."""
+             callback=None, stop=None, device: str | None = None) -> tuple[nn.Module, Report]:
+    """Recovery fine-tuning with masks fixed (only weight_orig trains; weight = orig * mask),
+    on `device` if given (the tuned model comes back to the CPU)."""
     before, _ = accuracy_and_loss(model, data.val)
-    tuned, history = fit(model, data, train_cfg, teacher=teacher, callback=callback, stop=stop)
+    tuned, history = fit(model, data, train_cfg, teacher=teacher, callback=callback, stop=stop, device=device)
     after, _ = accuracy_and_loss(tuned, data.val)
     metrics = {"accuracy_before": before, "accuracy_after": after, "history": history}
     return tuned, Report("finetune", {"kind": "finetune", "epochs": train_cfg.epochs}, metrics=metrics)

@@ -104,8 +104,8 @@ def _mse_search(flat: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: in
     lowest quantization MSE; all rows and a block of ratios at once. Ratio 1 (min-max) is tried
     first and wins ties, so the result is never worse than min-max."""
     qmin, qmax = _bounds(bits, symmetric)
-    ratios = torch.linspace(1.0, MSE_LOWEST, candidates)            # (K,), min-max first
-    best_err = torch.full((flat.shape[0],), float("inf"))
+    ratios = torch.linspace(1.0, MSE_LOWEST, candidates, device=flat.device)  # (K,), min-max first
+    best_err = torch.full((flat.shape[0],), float("inf"), device=flat.device)
     best_scale, best_zero = _scale_zero(lo, hi, bits, symmetric)    # (C,)
     block = max(1, MSE_CHUNK // max(flat.numel(), 1))
     for r in ratios.split(block):

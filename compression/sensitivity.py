@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.data import Dataset
+from compression.devices import resolve
 from compression.errors import ConfigError, UnsupportedLayerError
 from compression.layers import WEIGHT_LAYERS, check_layer_names, weight_layers
 from compression.training import StopFlag, is_stopped
@@ -214,8 +215,10 @@ class SweepEngine:
     model), scores it and restores the weight bit-exactly. A point that leaves the weight as it
     is (sparsity 0) is the baseline and is not recomputed."""
 
-    def __init__(self, model: nn.Module, ev: EvalSet, layers: Iterable[str], reuse: bool = True):
-        self.model, self.ev = private_copy(model), ev
+    def __init__(self, model: nn.Module, ev: EvalSet, layers: Iterable[str], reuse: bool = True,
+                 device: str | None = None):
+        self.device = resolve(device)
+        self.model, self.ev = private_copy(model).to(self.device), ev
         self.layers = list(layers)
         self.originals = {n: self.model.get_submodule(n).weight.detach().clone() for n in self.layers}
         self.gm, self.note = trace(self.model) if reuse else (None, "reuse turned off")
@@ -234,9 +237,9 @@ class SweepEngine:
         outs = []
         for x in self.ev.chunks():
             interp = fx.Interpreter(self.gm, garbage_collect_values=False)
-            outs.append(interp.run(x))
+            outs.append(interp.run(x.to(self.device)))
             self.caches.append({n: v for n, v in interp.env.items() if n in keep})
-        return torch.cat(outs).float()
+        return torch.cat(outs).float().cpu()
 
     def _full(self, layer: str | None = None, input_fn: InputFn = None, level: Any = None) -> torch.Tensor:
         handle = None
@@ -244,7 +247,7 @@ class SweepEngine:
             hook = lambda mod, args: (input_fn(layer, args[0], level), *args[1:])  # noqa: E731
             handle = self.model.get_submodule(layer).register_forward_pre_hook(hook)
         try:
-            return torch.cat([self.model(x) for x in self.ev.chunks()]).float()
+            return torch.cat([self.model(x.to(self.device)) for x in self.ev.chunks()]).float().cpu()
         finally:
             if handle is not None:
                 handle.remove()
@@ -258,7 +261,7 @@ class SweepEngine:
                 x = cache[suffix.layer_input]
                 args.append(input_fn(layer, x, level) if input_fn is not None else x)
             outs.append(suffix.module(*args))
-        return torch.cat(outs).float()
+        return torch.cat(outs).float().cpu()
 
     def evaluate(self, layer: str, level: Any, weight_fn: WeightFn | None, input_fn: InputFn = None) -> dict:
         """Score the model with only `layer` changed; the weight is restored afterwards."""
@@ -425,7 +428,8 @@ def _check_bits(bits: Sequence[int]) -> list[int]:
 def prune_sweep(model: nn.Module, data: Dataset, levels: Sequence[float] = DEFAULT_LEVELS,
                 layers: Sequence[str] | None = None, split: str = "val", callback: Callback | None = None,
                 stop: StopFlag = None, subsample: int | None = None, batch_size: int | None = None,
-                include_embedding: bool = False, seed: int = 0, reuse: bool = True) -> pd.DataFrame:
+                include_embedding: bool = False, seed: int = 0, reuse: bool = True,
+                device: str | None = None) -> pd.DataFrame:
     """Magnitude-prune one layer at a time at each sparsity level; rows (layer, level, accuracy, loss).
 
     Args:
@@ -436,10 +440,11 @@ def prune_sweep(model: nn.Module, data: Dataset, levels: Sequence[float] = DEFAU
             confidence intervals of the accuracy (acc_lo, acc_hi).
         batch_size: evaluation batch (default: the whole split at once).
         reuse: False computes every point with the full forward (for benchmarks).
+        device: where the private copy runs ('cpu', 'cuda'; see compression.devices).
     """
     levels = _check_levels(levels)
     names = list(sweep_layers(model, layers, include_embedding))
-    engine = SweepEngine(model, eval_set(data, split, subsample, batch_size, seed), names, reuse)
+    engine = SweepEngine(model, eval_set(data, split, subsample, batch_size, seed), names, reuse, device)
     return run_points(engine, _points(names, levels), prune_weight, None, callback, stop, ["level"], split,
                       "prune")
 
@@ -450,7 +455,7 @@ def quant_sweep(model: nn.Module, data: Dataset, bits: Sequence[int] = DEFAULT_B
                 activations: bool = False, callback: Callback | None = None, stop: StopFlag = None,
                 subsample: int | None = None, batch_size: int | None = None,
                 include_embedding: bool = False, seed: int = 0, reuse: bool = True,
-                calibration_samples: int = 256) -> pd.DataFrame:
+                calibration_samples: int = 256, device: str | None = None) -> pd.DataFrame:
     """Fake-quantize one layer's weight at a time at each bit-width; rows (layer, level=bits,
     accuracy, loss). With `activations`, that layer's input is fake-quantized too (per tensor,
     calibrated as quantization.quantize does: min-max of the input over the first
@@ -462,7 +467,7 @@ def quant_sweep(model: nn.Module, data: Dataset, bits: Sequence[int] = DEFAULT_B
     if activations:
         qp = activation_qparams(model, data.train.X[:calibration_samples], names, bits, spec)
         input_fn = activation_fn(qp)
-    engine = SweepEngine(model, eval_set(data, split, subsample, batch_size, seed), names, reuse)
+    engine = SweepEngine(model, eval_set(data, split, subsample, batch_size, seed), names, reuse, device)
     return run_points(engine, _points(names, bits), spec.weight, input_fn, callback, stop, ["level"], split,
                       "quantize", {"granularity": granularity, "symmetric": symmetric, "calibration": calibration,
                                    "percentile": percentile, "activations": activations})
@@ -471,7 +476,7 @@ def quant_sweep(model: nn.Module, data: Dataset, bits: Sequence[int] = DEFAULT_B
 def grid_sweep(model: nn.Module, data: Dataset, layer: str, sparsities: Sequence[float] = (0.0, 0.5, 0.8, 0.9),
                bits: Sequence[int] = (2, 4, 8, FLOAT_BITS), split: str = "val", granularity: str = "channel",
                symmetric: bool = True, calibration: str = "minmax", callback: Callback | None = None,
-               stop: StopFlag = None, batch_size: int | None = None) -> pd.DataFrame:
+               stop: StopFlag = None, batch_size: int | None = None, device: str | None = None) -> pd.DataFrame:
     """One layer over sparsity x bit-width: magnitude-prune, then quantize the surviving weights.
     Rows (layer, sparsity, bits, accuracy, loss); bits >= 32 means pruned only."""
     sparsities = _check_levels(sparsities)
@@ -480,7 +485,7 @@ def grid_sweep(model: nn.Module, data: Dataset, layer: str, sparsities: Sequence
     sweep_layers(model, [layer], include_embedding=True)
     spec = QuantSpec(granularity, symmetric, calibration)
     points = [(layer, (s, b), {"sparsity": s, "bits": b}) for s in sparsities for b in bits]
-    engine = SweepEngine(model, eval_set(data, split, None, batch_size), [layer])
+    engine = SweepEngine(model, eval_set(data, split, None, batch_size), [layer], device=device)
     return run_points(engine, points, prune_then_quantize(spec), None, callback, stop, ["sparsity", "bits"],
                       split, "grid")
 

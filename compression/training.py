@@ -14,6 +14,7 @@ from torch import nn
 
 from compression.config import check_range
 from compression.data import Dataset
+from compression.devices import model_device, resolve
 from compression.errors import ConfigError
 from compression.evaluate import accuracy_and_loss, predict_logits
 
@@ -84,15 +85,20 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch
 
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, teacher: nn.Module | None = None,
         callback: Callable[[Progress], None] | None = None, stop: StopFlag = None,
-        copy_model: bool = True) -> tuple[nn.Module, list[dict]]:
+        copy_model: bool = True, device: str | None = None) -> tuple[nn.Module, list[dict]]:
     """Train (a copy of) `model` on data.train, selecting the best epoch on data.val.
 
     Pruning masks (torch.nn.utils.prune) stay fixed because only `weight_orig` is trained.
+    Batches go to the model's device; with `device` the model is trained there (a copy moved
+    there, or the model itself when copy_model is False) and the best model comes back to the CPU.
     Returns:
         (best model in eval mode, history: one dict per finished epoch).
     """
     torch.manual_seed(cfg.seed)
     model = copy.deepcopy(model) if copy_model else model
+    if device is not None:
+        model.to(resolve(device))
+    on = model_device(model)
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -110,14 +116,14 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, teacher: nn.Module | 
             if is_stopped(stop):
                 break
             idx = order[start:start + cfg.batch_size]
-            x, y = data.train.X[idx], data.train.y[idx]
+            x, y = data.train.X[idx].to(on), data.train.y[idx].to(on)
             logits = model(x)
             if teacher_logits is None:
                 loss = F.cross_entropy(logits, y)
             elif cfg.hard_labels:
-                loss = F.cross_entropy(logits, teacher_logits[idx].argmax(1))
+                loss = F.cross_entropy(logits, teacher_logits[idx].argmax(1).to(on))
             else:
-                loss = kd_loss(logits, teacher_logits[idx], y, cfg.temperature, cfg.alpha)
+                loss = kd_loss(logits, teacher_logits[idx].to(on), y, cfg.temperature, cfg.alpha)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -139,4 +145,6 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, teacher: nn.Module | 
         if is_stopped(stop):
             break
     model.load_state_dict(best_state)
+    if device is not None:
+        model.cpu()
     return model.eval(), history

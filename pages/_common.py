@@ -35,11 +35,21 @@ def own_demo_model(name: str) -> torch.nn.Module:
 
 
 @st.cache_data(show_spinner="Measuring the baseline…", max_entries=64)
-def baseline_metrics(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> dict:
-    """Full evaluation of a model, computed once per (model, data) identity."""
+def baseline_metrics(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str,
+                     device: str = "cpu") -> dict:
+    """Full evaluation of a model on `device`, computed once per (model, data, device)."""
     from compression.evaluate import evaluate
 
-    return evaluate(_model, _data, macs=False).to_dict(full=True)
+    return evaluate(_model, _data, macs=False, device=device).to_dict(full=True)
+
+
+def current_device() -> str:
+    """The device this session runs evaluation, latency, sweeps and training on ('cpu' unless
+    the sidebar's Device picker chose a GPU)."""
+    from compression.devices import available_devices
+
+    device = st.session_state.get("device", "cpu")
+    return device if device in available_devices() else "cpu"
 
 
 def show_error(exc: Exception, what: str = "That did not work") -> None:
@@ -73,7 +83,7 @@ def demo_loaded(name: str) -> LoadedModel:
 
 def base_metrics() -> dict:
     base, data = current_base(), current_data()
-    return baseline_metrics(base.model, base.fingerprint, data, data.fingerprint)
+    return baseline_metrics(base.model, base.fingerprint, data, data.fingerprint, current_device())
 
 
 def _sync_model_choice() -> None:
@@ -102,6 +112,16 @@ def _load_upload(upload, arch: str | None) -> None:
     st.session_state.pop("working", None)
     st.session_state.pop("original", None)
     st.success(f"Loaded {loaded.name} ({loaded.kind}).")
+
+
+def _device_sidebar() -> None:
+    """Where evaluation, latency, sweeps and training run; the GPU is offered only when present."""
+    from compression.devices import available_devices
+
+    devices = available_devices()
+    st.selectbox("Device", devices, key="device", disabled=len(devices) == 1,
+                 help="Latency is measured on this device too. " + (
+                     "No GPU on this machine: CPU only." if len(devices) == 1 else "CUDA is available."))
 
 
 def _data_sidebar() -> None:
@@ -142,6 +162,7 @@ def sidebar() -> None:
             if upload is not None:
                 _load_upload(upload, arch)
         _data_sidebar()
+        _device_sidebar()
         base, data = current_base(), current_data()
         st.caption(f"**{base.name}** on **{data.name}** ({len(data.test)} test samples)")
         try:
@@ -169,20 +190,23 @@ def _reference_logits(_model: torch.nn.Module, model_id: str, _data: Dataset, da
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str) -> dict:
+def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str,
+                device: str) -> dict:
     from compression.config import config_from_json
     from compression.evaluate import compress_and_evaluate
 
     ref = _reference_logits(_model, model_id, _data, data_id)
-    return compress_and_evaluate(_model, config_from_json(cfg_json), _data, latency=False, reference_logits=ref)
+    return compress_and_evaluate(_model, config_from_json(cfg_json), _data, latency=False, reference_logits=ref,
+                                 device=device)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _latency(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str) -> dict:
+def _latency(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str,
+             device: str) -> dict:
     from compression.config import config_from_json
     from compression.evaluate import compressed_latency as measure
 
-    return measure(_model, config_from_json(cfg_json), _data)
+    return measure(_model, config_from_json(cfg_json), _data, device=device)
 
 
 def compressed_result(cfg) -> dict:
@@ -191,14 +215,14 @@ def compressed_result(cfg) -> dict:
     config, data); reruns and other users hit the cache.
     Returns {"metrics": EvalResult dict, "report": Report dict}."""
     base, data = current_base(), current_data()
-    return _compressed(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint)
+    return _compressed(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint, current_device())
 
 
 def compressed_latency(cfg) -> dict:
     """The measured latency of the base model compressed with `cfg`, once per (model, config,
     data): compression.evaluate.compressed_latency's dict."""
     base, data = current_base(), current_data()
-    return _latency(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint)
+    return _latency(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint, current_device())
 
 
 def compressed_model(cfg) -> torch.nn.Module:
@@ -306,8 +330,9 @@ def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
                 st.caption(f"Latency not measured: {exc}")
     if m.get("latency_ms") is not None and base.get("latency_ms"):
         c4.metric("Latency", f"{m['latency_ms']:.3f} ms", delta=f"{m['latency_ms'] / base['latency_ms']:.2f}x baseline",
-                  delta_color="off", help=f"measured: median after warm-up, batch {m['batch_size']}, "
-                                          f"{m['threads']} threads, measured after accuracy and size. {latency_note}")
+                  delta_color="off", help=f"measured on {current_device()}: median after warm-up, batch "
+                                          f"{m['batch_size']}, {m['threads']} threads, measured after accuracy and "
+                                          f"size. {latency_note}")
     if m.get("agreement") is not None:
         st.caption(f"Agreement with the original: {m['agreement']:.2%} top-1 · KL divergence {m['kl_divergence']:.4f}")
     return m

@@ -5,8 +5,8 @@ import streamlit as st
 from compression import zoo
 from compression.figures_analysis import curve_figure, distill_work
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
-from pages._common import (add_result, current_base, current_data, job_panel, keep_as_working,
-                           own_demo_model, show_error, sidebar, start_background)
+from pages._common import (add_result, current_base, current_data, current_device, job_panel,
+                           keep_as_working, own_demo_model, show_error, sidebar, start_background)
 
 JOB = "kd_job"
 CURRENT = "current"
@@ -58,7 +58,8 @@ if st.button("Train", key="kd_train", type="primary"):
                             lr=float(lr), batch_size=64, seed=0, hard_labels=False)
         teacher, student = build_models()
         previous = st.session_state.get(JOB)
-        start_background(JOB, "Distillation", distill_work(teacher, student, data, cfg, with_baseline))
+        start_background(JOB, "Distillation",
+                         distill_work(teacher, student, data, cfg, with_baseline, device=current_device()))
         if st.session_state.get(JOB) is not previous:  # started (not refused: one job at a time)
             st.session_state["kd_setup"] = {"teacher": teacher_name, "student": student_name, "init": init,
                                             "config": cfg.to_dict() if hasattr(cfg, "to_dict") else vars(cfg)}

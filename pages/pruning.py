@@ -9,7 +9,7 @@ from compression.layers import weight_layers
 from compression.pruning import ChannelPruneConfig, PruneConfig, finetune
 from compression.training import TrainConfig
 from pages._common import (add_result, base_metrics, compressed_latency, compressed_result, current_base, current_data,
-                           curve, epoch_callback, keep_as_working, metric_row, show_error, sidebar)
+                           current_device, curve, epoch_callback, keep_as_working, metric_row, show_error, sidebar)
 from pages._compress_ui import compressed_copy, intro, tune_ui
 
 CHANNEL_MAX = 0.95  # structured pruning keeps at least 5% of each layer's channels
@@ -101,10 +101,10 @@ if layer is not None:
                                      log_y), key="prune_hist")
 
 st.subheader("Recover accuracy, keep the result")
-data = current_data()
+data, device = current_data(), current_device()  # read here: the job runs in another thread
 tune_ui("prune_job", "Fine-tune", "Fine-tune (masks fixed)", cfg, f"prune: {label}",
         lambda epochs, job: finetune(pruned, data, TrainConfig(epochs=epochs), callback=epoch_callback(job, epochs),
-                                     stop=job.stop))
+                                     stop=job.stop, device=device))
 if st.button("Keep the pruned model as the working model", key="prune_keep"):
     keep_as_working(pruned, f"prune {label}")
     st.rerun()

@@ -8,7 +8,7 @@ from compression.figures_analysis import (allocation_figure, correlation_figure,
                                           sweep_heatmap_figure, sweep_lines_figure, sweep_work)
 from compression.proxies import measured_sensitivity
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
-from pages._common import current_base, current_data, job_panel, show_error, sidebar, start_background
+from pages._common import current_base, current_data, current_device, job_panel, show_error, sidebar, start_background
 
 JOB = "sens_job"
 LEVELS = {"prune": ("sparsity", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.3, 0.5, 0.7, 0.9]),
@@ -34,7 +34,8 @@ if st.button("Run the sweep", key="sens_run", type="primary"):
     else:
         previous = st.session_state.get(JOB)
         try:
-            start_background(JOB, "Sensitivity sweep", sweep_work(base.model, data, kind, sorted(levels), proxies_on))
+            start_background(JOB, "Sensitivity sweep", sweep_work(base.model, data, kind, sorted(levels), proxies_on,
+                                                                        current_device()))
             if st.session_state.get(JOB) is not previous:  # started (not refused: one job at a time)
                 st.session_state["sens_setup"] = {"kind": kind, "levels": sorted(levels),
                                                   "model": base.fingerprint, "data": data.fingerprint}

@@ -32,3 +32,13 @@ def test_pick_a_builtin_model_shows_its_accuracy(app):
     assert not app.exception and not app.error
     assert metric(app, "Parameters") == "77,754"
     assert float(metric(app, "Test accuracy").rstrip("%")) >= 97.0
+
+
+def test_device_picker_offers_what_the_machine_has(app):
+    from compression.devices import available_devices
+
+    app.run()
+    picker = app.selectbox(key="device")
+    assert list(picker.options) == available_devices() and picker.value == "cpu"
+    assert picker.disabled == (len(available_devices()) == 1)
+    assert not app.exception and metric(app, "Test accuracy").endswith("%")

@@ -118,3 +118,12 @@ def test_runs_are_recorded_in_the_store(capsys, tmp_path):
     assert abs(runs[0]["metrics"]["sparsity"] - 0.5) < 1e-3
     code, out, _ = run_cli(capsys, "evaluate", "--model", "demo:mlp", "--json", "--no-latency", "--no-store")
     assert "run_id" not in json.loads(out)
+
+
+def test_unavailable_device_is_a_one_line_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, out, err = run_cli(capsys, "evaluate", "--model", "demo:mlp", "--device", "cuda", "--no-store")
+    assert code == 2 and "not available" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "sensitivity", "--model", "demo:mlp", "--device", "cuda", "--levels", "0.5")
+    assert code == 2 and "not available" in err
