@@ -24,6 +24,7 @@ PAGES = {
         st.Page("pages/tradeoffs.py", title="Trade-offs", icon=":material/balance:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
         st.Page("pages/export.py", title="Export", icon=":material/download:"),
+        st.Page("pages/cases.py", title="Case studies", icon=":material/science:"),
     ],
 }
 

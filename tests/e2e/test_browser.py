@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 
 PAGES = ["model", "weights", "pruning", "quantization", "lowrank", "distillation", "transformer_models",
          "sensitivity", "explain",
-         "tradeoffs", "runs", "export"]
+         "tradeoffs", "runs", "export", "cases"]
 
 
 METRIC_JS = """(label) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')].find(
