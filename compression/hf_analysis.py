@@ -17,7 +17,7 @@ from compression.errors import ConfigError, StoppedError, UnsupportedLayerError
 from compression.hf_layers import embedding_names, group_of, linear_names
 from compression.hf_loading import HFModel
 from compression.hf_methods import compress_hf, int8_copy
-from compression.hf_metrics import Probe, make_probe, text_latency
+from compression.hf_metrics import Probe, cached_probe, make_probe, text_latency
 from compression.hf_text import TextData
 from compression.layers import set_module
 from compression.training import StopFlag, is_stopped
@@ -37,7 +37,8 @@ def _latency_fields(hf: HFModel, model: nn.Module, batch_size: int, seq_len: int
 
 def measure_method(hf: HFModel, cfg: MethodConfig, data: TextData, latency: bool = True, batch_size: int = 8,
                    seq_len: int = 32, repeats: int = 20, probe: Probe | None = None) -> tuple[HFModel, dict]:
-    """Compress a copy of hf with `cfg`, then measure it against hf.
+    """Compress a copy of hf with `cfg`, then measure it against hf (on `probe`, by default the
+    original's outputs on the texts, computed once per model and texts: `cached_probe`).
 
     Returns:
         (compressed HFModel, flat result: method, label, fidelity metrics, params_before/after,
@@ -45,7 +46,7 @@ def measure_method(hf: HFModel, cfg: MethodConfig, data: TextData, latency: bool
         and the method's report under 'report').
     """
     compressed, report = compress_hf(hf, cfg)
-    probe = probe or make_probe(hf, data)
+    probe = probe or cached_probe(hf, data)
     result = {"method": cfg.kind, "label": compressed.name.rsplit(" → ", 1)[-1], "kind": hf.kind,
               **probe.fidelity(compressed.model)}
     result.update({k: report.metrics[k] for k in ("params_before", "params_after", "nonzero_before",

@@ -14,6 +14,8 @@ copy scores exactly 1.0 (and KL 0.0).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -167,11 +169,49 @@ class Probe:
     def fidelity(self, model: nn.Module, k: int = 5) -> dict:
         return compare(self.ref, model_outputs(model, self.kind, self.enc, self.batch_size), self.enc.labels, k)
 
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.enc.input_ids, self.enc.attention_mask, *self.ref.values, *self.ref.masks]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
 
 def make_probe(original: HFModel, data: TextData, max_length: int = 64, max_texts: int | None = 256,
                batch_size: int = EVAL_BATCH) -> Probe:
     enc = encode(original.tokenizer, data, max_length, max_texts)
     return Probe(enc, model_outputs(original.model, original.kind, enc, batch_size), original.kind, batch_size)
+
+
+PROBE_CACHE_BYTES = 64 * 2**20
+_PROBES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_PROBES_LOCK = threading.Lock()
+
+
+def _weights_version(model: nn.Module) -> tuple[int, ...] | None:
+    """The in-place version counters of the model's parameters and buffers (any in-place change,
+    e.g. `weight.copy_`, bumps one); None where a tensor keeps no counter (inference tensors)."""
+    try:
+        return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+    except RuntimeError:
+        return None
+
+
+def cached_probe(original: HFModel, data: TextData, max_length: int = 64, max_texts: int | None = 256,
+                 batch_size: int = EVAL_BATCH) -> Probe:
+    """`make_probe`, remembered for the last texts and settings asked of each model, so repeated
+    measurements (one per slider move) run the original once. Held weakly (dropped with the model),
+    recomputed when any of its parameters or buffers changed in place since, and not kept when its
+    tensors exceed PROBE_CACHE_BYTES (e.g. a decoder's logits over a large vocabulary)."""
+    version = _weights_version(original.model)
+    key = (original.kind, data, max_length, max_texts, batch_size, version)
+    with _PROBES_LOCK:
+        hit = _PROBES.get(original.model)
+    if version is not None and hit is not None and hit[0] == key and hit[1] is original.tokenizer:
+        return hit[2]
+    probe = make_probe(original, data, max_length, max_texts, batch_size)
+    if version is not None and probe.nbytes <= PROBE_CACHE_BYTES:
+        with _PROBES_LOCK:
+            _PROBES[original.model] = (key, original.tokenizer, probe)
+    return probe
 
 
 def fidelity(original: HFModel, compressed: HFModel | nn.Module, data: TextData, max_length: int = 64,

@@ -1,0 +1,99 @@
+"""A larger transformer: a random-initialised BERT encoder of about 23M parameters (hidden 512, 6 blocks,
+8 heads, FFN 2048, vocabulary 8192; the size of a small sentence-embedding model), saved into a temporary
+folder and loaded the way the app loads one (compression.transformers_support.load_hf_folder).
+
+Slider feedback: what pages/transformer_models.py computes on "Apply and measure",
+transformers_support.measure_method(hf, METHOD_CONFIGS[method](), data) with the page's default
+settings (prune 50%, quantize 8 bits with embeddings, real int8), on the bundled sample sentences;
+median ms after one warm-up, with the page's latency measurement and without it (latency=False).
+Sweep: the page's "Sweep 8, 4 and 2 bits", sensitivity_sweep(hf, data, "quantize", (8, 4, 2)) over
+every Linear layer."""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import print_table
+from compression import transformers_support as ts
+from compression.hf_demo import build_tokenizer, demo_model
+from compression.hf_text import SAMPLE_PATH, read_lines
+
+TARGET_MS = 2000.0
+SIZES = {"vocab_size": 8192, "hidden": 512, "layers": 6, "heads": 8, "intermediate": 2048}
+QUICK_SIZES = {"vocab_size": 512, "hidden": 32, "layers": 2, "heads": 4, "intermediate": 64}
+METHODS = ("prune", "quantize", "int8")
+SWEEP_LEVELS = (8, 4, 2)
+
+
+def make_folder(folder: str | Path, sizes: dict) -> Path:
+    """A random BERT encoder of `sizes` and the demo's word-level tokenizer, saved into `folder`
+    (the embedding table has vocab_size rows; the tokenizer uses the first of them)."""
+    folder = Path(folder)
+    tokenizer = build_tokenizer(read_lines(SAMPLE_PATH))
+    sizes = {**sizes, "vocab_size": max(sizes["vocab_size"], len(tokenizer))}
+    model = demo_model("encoder", **sizes)
+    tokenizer.save_pretrained(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up: first-call costs are not what a slider move pays
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def run(quick: bool = False, sizes: dict | None = None, methods: tuple[str, ...] = METHODS,
+        repeats: int | None = None) -> dict:
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
+    repeats = repeats or (1 if quick else 3)
+    data = ts.load_text_data(None)
+    with tempfile.TemporaryDirectory(prefix="bench-hf-") as tmp:  # kept while the weights are in use
+        hf = ts.load_hf_folder(make_folder(tmp, sizes))
+        return _measure(hf, data, sizes, methods, repeats)
+
+
+def _measure(hf: ts.HFModel, data: ts.TextData, sizes: dict, methods: tuple[str, ...], repeats: int) -> dict:
+    params = int(hf.summary["params"])
+    slider, no_latency = {}, {}
+    for m in methods:
+        cfg = ts.METHOD_CONFIGS[m]()  # the page's defaults: sparsity 0.5, 8 bits with embeddings, ...
+        slider[m] = _median_ms(lambda: ts.measure_method(hf, cfg, data), repeats)
+        no_latency[m] = _median_ms(lambda: ts.measure_method(hf, cfg, data, latency=False), repeats)
+    layers = ts.linear_names(hf.model)
+    t0 = time.perf_counter()
+    frame = ts.sensitivity_sweep(hf, data, "quantize", SWEEP_LEVELS)
+    sweep_s = time.perf_counter() - t0
+    worst = max(slider.values())
+    res = {"transformer_params": params, "transformer_sizes": sizes, "transformer_texts": min(len(data), 256),
+           "transformer_slider_ms": slider, "transformer_slider_no_latency_ms": no_latency,
+           "transformer_slider_target_ms": TARGET_MS, "transformer_slider_meets": worst <= TARGET_MS,
+           "transformer_sweep_s": sweep_s, "transformer_sweep_layers": len(layers),
+           "transformer_sweep_levels": list(SWEEP_LEVELS), "transformer_sweep_points": len(frame),
+           "transformer_sweep_ms_per_point": sweep_s * 1e3 / max(len(frame), 1)}
+    print_table(f"transformer slider move: measure_method on a {params / 1e6:.1f}M-param BERT, {len(data)} texts "
+                f"(median of {repeats}, target <= {TARGET_MS:.0f} ms)",
+                [{"method": m, "ms": slider[m], "ms_no_latency": no_latency[m], "meets": slider[m] <= TARGET_MS}
+                 for m in methods])
+    print_table("transformer sensitivity sweep: one Linear layer quantized at a time",
+                [{"layers": len(layers), "levels": str(list(SWEEP_LEVELS)), "points": len(frame),
+                  "sweep_s": sweep_s, "ms_per_point": res["transformer_sweep_ms_per_point"]}])
+    return res
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    out = run(args.quick)
+    if args.json:
+        print(json.dumps(out))
