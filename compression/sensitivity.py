@@ -11,7 +11,9 @@ cached values. A model fx cannot trace runs the full forward for every point
 
 Every sweep returns a DataFrame with one row per (layer, level): columns layer, level, accuracy
 (0-1) and loss (mean cross-entropy), plus acc_lo/acc_hi with `subsample`. `attrs` holds
-baseline_accuracy, baseline_loss, split, n_samples, seconds, stopped, reuse and reuse_note.
+baseline_accuracy, baseline_loss, split, n_samples, seconds, stopped, reuse, reuse_note and
+channels_last (image CNNs are run in the channels-last layout, which is faster on CPU: accuracies
+equal the naive loop's, losses agree to float rounding, ~1e-7).
 """
 from __future__ import annotations
 
@@ -216,9 +218,15 @@ class SweepEngine:
     is (sparsity 0) is the baseline and is not recomputed."""
 
     def __init__(self, model: nn.Module, ev: EvalSet, layers: Iterable[str], reuse: bool = True,
-                 device: str | None = None):
+                 device: str | None = None, channels_last: bool = True):
         self.device = resolve(device)
         self.model, self.ev = private_copy(model).to(self.device), ev
+        # image CNNs run faster with channels-last tensors (oneDNN's preferred layout); the
+        # numbers stay those of the default layout: same accuracy, losses equal to ~1e-7
+        self.channels_last = channels_last and ev.X.dim() == 4 and any(
+            isinstance(m, nn.Conv2d) for m in self.model.modules())
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.layers = list(layers)
         self.originals = {n: self.model.get_submodule(n).weight.detach().clone() for n in self.layers}
         self.gm, self.note = trace(self.model) if reuse else (None, "reuse turned off")
@@ -231,13 +239,17 @@ class SweepEngine:
     def reuse(self) -> bool:
         return self.gm is not None
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def _cache(self) -> torch.Tensor:
         self.suffixes = {n: build_suffix(self.gm, n) for n in self.layers}
         keep = {b for s in self.suffixes.values() for b in s.boundary}
         outs = []
         for x in self.ev.chunks():
             interp = fx.Interpreter(self.gm, garbage_collect_values=False)
-            outs.append(interp.run(x.to(self.device)))
+            outs.append(interp.run(self._input(x)))
             self.caches.append({n: v for n, v in interp.env.items() if n in keep})
         return torch.cat(outs).float().cpu()
 
@@ -247,7 +259,7 @@ class SweepEngine:
             hook = lambda mod, args: (input_fn(layer, args[0], level), *args[1:])  # noqa: E731
             handle = self.model.get_submodule(layer).register_forward_pre_hook(hook)
         try:
-            return torch.cat([self.model(x.to(self.device)) for x in self.ev.chunks()]).float().cpu()
+            return torch.cat([self.model(self._input(x)) for x in self.ev.chunks()]).float().cpu()
         finally:
             if handle is not None:
                 handle.remove()
@@ -293,6 +305,21 @@ def prune_weight(layer: str, weight: torch.Tensor, sparsity: float) -> torch.Ten
     from compression.pruning import magnitude_mask
 
     return weight * magnitude_mask(weight.abs(), float(sparsity)).to(weight.dtype)
+
+
+def sorted_pruner() -> WeightFn:
+    """prune_weight for a sweep, whose weights never change between its points: each layer's
+    magnitudes are sorted once (same stable order as magnitude_mask), each level zeroes a prefix."""
+    orders: dict[str, torch.Tensor] = {}
+
+    def fn(layer: str, weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+        if layer not in orders:
+            orders[layer] = torch.argsort(weight.detach().abs().flatten().float(), stable=True)
+        k = int(round(float(sparsity) * weight.numel()))
+        flat = weight.flatten().clone()  # logical order, whatever the layout
+        flat[orders[layer][:k]] = 0
+        return flat.reshape(weight.shape)
+    return fn
 
 
 @dataclass(frozen=True)
@@ -402,7 +429,8 @@ def run_points(engine: SweepEngine, points: list[Point], weight_fn: WeightFn | N
     return _frame(rows, _columns(keys, engine.ev), {
         "baseline_accuracy": base["accuracy"], "baseline_loss": base["loss"], "split": split,
         "n_samples": len(engine.ev.y), "seconds": time.perf_counter() - start, "stopped": stopped,
-        "reuse": engine.reuse, "reuse_note": engine.note, "kind": kind, **(extra or {})})
+        "reuse": engine.reuse, "reuse_note": engine.note, "channels_last": engine.channels_last, "kind": kind,
+        **(extra or {})})
 
 
 def _points(layers: Iterable[str], levels: Sequence, key: str = "level") -> list[Point]:
@@ -445,7 +473,7 @@ def prune_sweep(model: nn.Module, data: Dataset, levels: Sequence[float] = DEFAU
     levels = _check_levels(levels)
     names = list(sweep_layers(model, layers, include_embedding))
     engine = SweepEngine(model, eval_set(data, split, subsample, batch_size, seed), names, reuse, device)
-    return run_points(engine, _points(names, levels), prune_weight, None, callback, stop, ["level"], split,
+    return run_points(engine, _points(names, levels), sorted_pruner(), None, callback, stop, ["level"], split,
                       "prune")
 
 

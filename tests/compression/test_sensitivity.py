@@ -206,3 +206,13 @@ def test_cli_json(digits, capsys, tmp_path):
     assert main(["sensitivity", "--model", "demo:mlp", "--kind", "quantize", "--levels", "4,8", "--json"]) == 0
     assert [r["level"] for r in json.loads(capsys.readouterr().out)["rows"]] == [4, 8] * 3
     assert main(["sensitivity", "--model", "demo:mlp", "--levels", "a,b"]) == 2
+
+
+def test_sorted_pruner_zeroes_what_prune_weight_zeroes():
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(16, 8, 3, 3, generator=gen).round(decimals=1)  # many ties
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    fn = S.sorted_pruner()
+    for level in (0.0, 0.1, 0.5, 0.93, 0.99):
+        fast, slow = fn("conv", weight, level), S.prune_weight("conv", weight, level)
+        assert torch.equal(fast == 0, slow == 0) and torch.equal(fast, slow)
