@@ -56,10 +56,16 @@ def magnitude_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     scores (ties broken by position, deterministically)."""
     n = score.numel()
     k = int(round(sparsity * n))
+    flat = score.detach().flatten().float()
     mask = torch.ones(n, dtype=torch.float32, device=score.device)
-    if k > 0:
-        idx = torch.argsort(score.detach().flatten().float(), stable=True)[:k]
-        mask[idx] = 0.0
+    if k >= n:
+        mask.zero_()
+    elif k > 0:  # what a stable argsort's first k are, in O(n): all below the k-th value, then ties by position
+        kth = flat.kthvalue(k).values
+        below = flat < kth
+        ties = (flat == kth).nonzero().flatten()[: k - int(below.sum())]
+        mask[below] = 0.0
+        mask[ties] = 0.0
     return mask.reshape(score.shape)
 
 

@@ -118,3 +118,15 @@ def test_finetune_keeps_sparsity_and_recovers(pretrained, digits):
     assert layer_sparsity(tuned) == before
     assert report.metrics["accuracy_after"] >= report.metrics["accuracy_before"]
     assert accuracy_and_loss(tuned, digits.val)[0] == pytest.approx(report.metrics["accuracy_after"])
+
+
+@pytest.mark.parametrize("decimals", [None, 1])
+@pytest.mark.parametrize("sparsity", [0.0, 0.01, 0.5, 0.93, 0.999, 1.0])
+def test_magnitude_mask_equals_a_stable_sort(decimals, sparsity):
+    gen = torch.Generator().manual_seed(0)
+    score = torch.randn(300, 70, generator=gen).abs()
+    score = score.round(decimals=decimals) if decimals else score  # many ties
+    k = int(round(sparsity * score.numel()))
+    expected = torch.ones(score.numel())
+    expected[torch.argsort(score.flatten(), stable=True)[:k]] = 0.0
+    assert torch.equal(magnitude_mask(score, sparsity), expected.reshape(score.shape))
