@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
-from benchmarks.common import print_table
+from benchmarks.common import print_table, timed
 from compression import data as data_mod
 from compression import zoo
 from compression.evaluate import compress_and_evaluate, compressed_latency, predict_logits
@@ -20,15 +18,6 @@ from compression.pruning import ChannelPruneConfig, PruneConfig
 from compression.quantization import QuantConfig
 
 TARGET_MS = 100.0
-
-
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def run(quick: bool = False, models: list[str] | None = None, repeats: int | None = None) -> dict:
@@ -44,8 +33,8 @@ def run(quick: bool = False, models: list[str] | None = None, repeats: int | Non
 
     for n in names:  # one warm-up each (first-call costs are not what a slider move pays)
         move(n)
-    slider = {n: _median_ms(lambda n=n: move(n), repeats) for n in names}
-    latency = {n: _median_ms(lambda n=n: compressed_latency(loaded[n], cfg, data), 1 if quick else 3)
+    slider = {n: timed(lambda n=n: move(n), repeats, warmup=0) * 1e3 for n in names}
+    latency = {n: timed(lambda n=n: compressed_latency(loaded[n], cfg, data), 1 if quick else 3, warmup=0) * 1e3
                for n in names}
     print_table(f"slider move: prune 50% + accuracy + size (median of {repeats}, target <= {TARGET_MS:.0f} ms); "
                 "latency measured afterwards",
@@ -56,8 +45,7 @@ def run(quick: bool = False, models: list[str] | None = None, repeats: int | Non
                "lowrank 0.5": LowRankConfig(rank_ratio=0.5)}
     by_method = {}
     for label, c in methods.items():
-        move(big, c)
-        by_method[label] = _median_ms(lambda c=c: move(big, c), repeats)
+        by_method[label] = timed(lambda c=c: move(big, c), repeats) * 1e3
     print_table(f"slider move on {big} by method (median of {repeats})",
                 [{"method": k, "ms": v, "meets": v <= TARGET_MS} for k, v in by_method.items()])
     return {"slider_ms": slider, "slider_then_latency_ms": latency, "slider_by_method_ms": {big: by_method}}

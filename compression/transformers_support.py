@@ -11,7 +11,7 @@ The code lives in compression/hf_*.py: loading (hf_loading), the demo model (hf_
 int8 trade-off (hf_analysis) and distillation (hf_distill). `transformers` is imported only when a
 function needs it.
 """
-from compression.hf_analysis import (choose_int8, int8_layer_sweep, int8_tradeoff, measure_method,
+from compression.hf_analysis import (choose_int8, int8_layer_sweep, int8_tradeoff, latency_fields, measure_method,
                                      sensitivity_by_group, sensitivity_sweep)
 from compression.hf_demo import build_tokenizer, make_demo_folder
 from compression.hf_distill import HFDistillConfig, distill_hf, make_student
@@ -41,6 +41,6 @@ __all__ = [
     "HFPruneConfig", "NMConfig", "HeadPruneConfig", "FFNPruneConfig", "HFQuantConfig", "Int8Config",
     "HFLowRankConfig", "METHOD_CONFIGS", "METHOD_TITLES", "compress_hf", "hf_config_from_dict", "nm_mask",
     "head_importance",
-    "measure_method", "sensitivity_sweep", "sensitivity_by_group", "int8_layer_sweep", "int8_tradeoff",
+    "measure_method", "latency_fields", "sensitivity_sweep", "sensitivity_by_group", "int8_layer_sweep", "int8_tradeoff",
     "choose_int8", "HFDistillConfig", "distill_hf", "make_student",
 ]

@@ -14,7 +14,7 @@ def test_transformer_quick():
     assert res["transformer_params"] > 0
     assert set(res["transformer_slider_ms"]) == set(transformer.METHODS)
     assert all(v > 0 for v in res["transformer_slider_ms"].values())
-    assert all(v > 0 for v in res["transformer_slider_no_latency_ms"].values())
+    assert all(v > 0 for v in res["transformer_then_latency_ms"].values())
     assert res["transformer_sweep_s"] > 0 and res["transformer_sweep_layers"] > 0
     assert res["transformer_sweep_points"] == res["transformer_sweep_layers"] * len(transformer.SWEEP_LEVELS)
     assert isinstance(res["transformer_slider_meets"], bool)
