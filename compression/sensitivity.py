@@ -209,6 +209,20 @@ def build_suffix(gm: fx.GraphModule, layer: str) -> Suffix:
     return Suffix(fx.GraphModule(gm, graph), boundary, first.args[0] if split_input else None)
 
 
+class _Recorder(fx.Interpreter):
+    """Runs the graph freeing each value after its last use, keeping only the `keep` nodes'."""
+
+    def __init__(self, gm: fx.GraphModule, keep: set[fx.Node]):
+        super().__init__(gm, garbage_collect_values=True)
+        self.keep, self.kept = keep, {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if n in self.keep:
+            self.kept[n] = out
+        return out
+
+
 class SweepEngine:
     """One private copy of the model, its traced graph and the cached values feeding each layer.
 
@@ -248,9 +262,9 @@ class SweepEngine:
         keep = {b for s in self.suffixes.values() for b in s.boundary}
         outs = []
         for x in self.ev.chunks():
-            interp = fx.Interpreter(self.gm, garbage_collect_values=False)
+            interp = _Recorder(self.gm, keep)
             outs.append(interp.run(self._input(x)))
-            self.caches.append({n: v for n, v in interp.env.items() if n in keep})
+            self.caches.append(interp.kept)
         return torch.cat(outs).float().cpu()
 
     def _full(self, layer: str | None = None, input_fn: InputFn = None, level: Any = None) -> torch.Tensor:
