@@ -36,6 +36,8 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="latency batch size")
     p.add_argument("--seq-len", type=int, default=32, help="latency sequence length")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--save", default=None, help="write the compressed model as a Hugging Face folder here "
+                   "(safetensors + tokenizer, checked by loading it back)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -84,9 +86,13 @@ def _run(args: argparse.Namespace, hf, data) -> dict:
     if args.method == "distill":
         student, report = ts.distill_hf(hf, data, ts.HFDistillConfig(epochs=args.epochs))
         return {"method": "distill", **{k: v for k, v in report.metrics.items() if k != "after"}}
-    _, result = ts.measure_method(hf, method_config(args), data, latency=not args.no_latency,
-                                  batch_size=args.batch_size, seq_len=args.seq_len,
-                                  probe=ts.make_probe(hf, data, max_texts=args.max_texts))
+    small, result = ts.measure_method(hf, method_config(args), data, latency=not args.no_latency,
+                                      batch_size=args.batch_size, seq_len=args.seq_len,
+                                      probe=ts.make_probe(hf, data, max_texts=args.max_texts))
+    if args.save:
+        from compression.hf_export import save_hf_folder
+
+        result["saved"] = str(save_hf_folder(small, args.save, check=data))
     return result
 
 

@@ -7,10 +7,34 @@ import streamlit as st
 
 from compression import transformers_support as ts
 from compression.figures import bar_figure, histogram_figure
+from compression.hf_export import hf_zip_bytes
 from pages._common import job_panel, show_error, sidebar, start_background
 
 DISTILL_JOB = "hf_distill_job"
 SAMPLE, UPLOAD = "sample sentences (bundled)", "upload .txt / .csv"
+
+
+def record_hf_run(hf, data, result: dict) -> None:
+    """Record a result in the experiment store (the Runs page lists it); never breaks the page."""
+    from compression.store import Store
+
+    report = result["report"]
+    metrics = {k: v for k, v in result.items() if k != "report" and not isinstance(v, (dict, list))}
+    try:
+        Store().record(report["method"], (hf.name, hf.fingerprint), (data.name, data.fingerprint),
+                       report["config"], metrics)
+    except Exception as exc:
+        st.caption(f"Not recorded in the experiment store: {exc}")
+
+
+def original_latency(hf):
+    """The original model's measured latency, once per model in this session."""
+    cache = st.session_state.setdefault("hf_original_latency", {})
+    if hf.fingerprint not in cache:
+        cache.clear()
+        cache[hf.fingerprint] = ts.text_latency(hf)
+    return cache[hf.fingerprint]
+
 
 sidebar()
 st.title("Transformers")
@@ -89,17 +113,10 @@ if apply:
         with st.spinner("Compressing and measuring fidelity…"):  # latency below, once these show
             small, result = ts.measure_method(hf, ts.METHOD_CONFIGS[method](**cfg_kw), data, latency=False)
         st.session_state["hf_result"] = (hf.fingerprint, data.fingerprint, small, result)
+        st.session_state.pop("hf_zip", None)
+        record_hf_run(hf, data, result)
     except Exception as exc:
         show_error(exc, "The method failed")
-
-def original_latency(hf):
-    """The original model's measured latency, once per model in this session."""
-    cache = st.session_state.setdefault("hf_original_latency", {})
-    if hf.fingerprint not in cache:
-        cache.clear()
-        cache[hf.fingerprint] = ts.text_latency(hf)
-    return cache[hf.fingerprint]
-
 
 saved = st.session_state.get("hf_result")
 if saved and saved[:2] == (hf.fingerprint, data.fingerprint):
@@ -134,6 +151,17 @@ if saved and saved[:2] == (hf.fingerprint, data.fingerprint):
                                      log_y=True), key="hf_hist")
     skipped = "; ".join(f"{x['layer']} ({x['reason']})" for x in r["report"]["skipped"])
     st.caption(" · ".join(filter(None, [skipped and f"Skipped: {skipped}", r["report"]["metrics"].get("note")])))
+    if st.button("Prepare a download (Hugging Face folder, zipped)", key="hf_export",
+                 help="save_pretrained with safetensors and the tokenizer, checked by loading it back"):
+        try:
+            with st.spinner("Saving and loading it back…"):
+                st.session_state["hf_zip"] = (small.fingerprint, hf_zip_bytes(small, data))
+        except Exception as exc:
+            show_error(exc, "Cannot export this model")
+    ready = st.session_state.get("hf_zip")
+    if ready and ready[0] == small.fingerprint:
+        st.download_button(f"Download model.zip ({len(ready[1]) / 2**20:.1f} MiB)", ready[1], file_name="model.zip",
+                           mime="application/zip", key="hf_download")
 
 with st.expander("Sensitivity by block: one Linear layer quantized at a time", expanded=False):
     if st.button("Sweep 8, 4 and 2 bits", key="hf_sens"):

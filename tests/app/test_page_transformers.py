@@ -35,15 +35,25 @@ def test_demo_encoder_prune_then_heads(page):
     at.selectbox(key="hf_method").select("prune").run()
     at.slider(key="hf_sparsity").set_value(0.8).run()
     at.button(key="FormSubmitter:hf_form-Apply and measure").click().run()
-    assert not at.exception and not at.error
+    assert not at.exception and not at.error, [e.value for e in at.error]
     heavy = float(metric(at, "Fidelity"))
     assert 0 < heavy < 1 and metric(at, "Latency").endswith("ms")
     assert metric(at, "Top-5 neighbour agreement").endswith("%")
+    at.button(key="hf_export").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(b.label.startswith("Download model.zip") for b in at.get("download_button"))
     at.selectbox(key="hf_method").select("heads").run()
     at.button(key="FormSubmitter:hf_form-Apply and measure").click().run()
     assert not at.exception and not at.error
     assert float(metric(at, "Fidelity")) <= 1.0
     assert at.metric[2].delta.startswith("-")  # fewer parameters
+    at.button(key="hf_export").click().run()  # heads removed: the config cannot say so
+    assert not at.exception and any("Cannot export this model" in e.value for e in at.error)
+    from compression.store import Store
+
+    assert {r.kind for r in Store().list()} >= {"hf_prune", "hf_heads"}
+    at.button(key="FormSubmitter:hf_form-Apply and measure").click().run()
+    assert not at.exception and not at.error  # the page works on after the refusal
     at.button(key="hf_sens").click().run()
     assert not at.exception and not at.error
 

@@ -409,7 +409,47 @@ def test_cli_hf(capsys, folders):
     assert "bits" in capsys.readouterr().err
 
 
+def test_cli_hf_save_writes_a_folder_the_app_loads(capsys, folders, tmp_path):
+    from compression.cli import main
+
+    out_dir = tmp_path / "pruned"
+    assert main(["hf", "--folder", str(folders["encoder"]), "--method", "prune", "--sparsity", "0.7",
+                 "--max-texts", "8", "--no-latency", "--save", str(out_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["saved"] == str(out_dir)
+    assert ts.load_hf_folder(out_dir).kind == "encoder"
+    assert main(["hf", "--folder", str(folders["encoder"]), "--method", "lowrank", "--max-texts", "8",
+                 "--no-latency", "--save", str(tmp_path / "lr")]) == 2
+    assert "load" in capsys.readouterr().err
+
+
 def test_structured_pruning_after_int8_is_a_clear_error(models):
     int8, _ = ts.compress_hf(models["encoder"], ts.Int8Config())
     with pytest.raises(UnsupportedLayerError, match="before quantizing"):
         ts.compress_hf(int8, ts.HeadPruneConfig())
+
+
+# ---- export as a Hugging Face folder -----------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, kind):
+    import io
+    import zipfile
+
+    from compression.hf_export import hf_zip_bytes
+
+    small, _ = ts.compress_hf(models[kind], ts.HFPruneConfig(sparsity=0.5))
+    payload = hf_zip_bytes(small, data)
+    zipfile.ZipFile(io.BytesIO(payload)).extractall(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    back = ts.load_hf_folder(tmp_path)
+    assert _fid(small, back, data)["cosine"] > 0.9999
+
+
+@pytest.mark.parametrize("cfg", [ts.HFLowRankConfig(rank_ratio=0.5), ts.Int8Config(), ts.HeadPruneConfig()],
+                         ids=["lowrank", "int8", "heads"])
+def test_structures_a_folder_cannot_describe_are_refused(models, data, cfg):
+    from compression.hf_export import hf_zip_bytes
+
+    small, _ = ts.compress_hf(models["encoder"], cfg)
+    with pytest.raises(UnsupportedLayerError, match="Hugging Face folder|loads? back"):
+        hf_zip_bytes(small, data)
