@@ -1,6 +1,8 @@
 """Helpers shared by the benchmarks: timing, process memory, and table printing."""
 from __future__ import annotations
 
+import argparse
+import json
 import resource
 import statistics
 import sys
@@ -49,3 +51,14 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
+
+
+def main(run: Callable[[bool], dict]) -> None:
+    """The command line of one benchmark: `python -m benchmarks.NAME [--quick] [--json]`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (seconds, for tests)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    args = parser.parse_args()
+    out = run(args.quick)
+    if args.json:
+        print(json.dumps(out))

@@ -6,10 +6,8 @@ Timed for every built-in model (median ms) on unstructured pruning at 50%, and o
 slider methods for the largest model."""
 from __future__ import annotations
 
-import argparse
-import json
 
-from benchmarks.common import print_table, timed
+from benchmarks.common import main, print_table, timed
 from compression import data as data_mod
 from compression import zoo
 from compression.evaluate import compress_and_evaluate, compressed_latency, predict_logits
@@ -52,10 +50,4 @@ def run(quick: bool = False, models: list[str] | None = None, repeats: int | Non
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    out = run(args.quick)
-    if args.json:
-        print(json.dumps(out))
+    main(run)

@@ -7,8 +7,6 @@ Each measurement is repeated in rounds (dense and compressed timed back to back 
 median ratio reported. With CUDA available the channel and sparsity rows are measured there too."""
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import warnings
 
@@ -16,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import print_table
+from benchmarks.common import main, print_table
 from compression import data as data_mod
 from compression import zoo
 from compression.evaluate import fold_masks_, measure_latency
@@ -110,10 +108,4 @@ def run(quick: bool = False, channel_models: list[str] | None = None, block: boo
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    out = run(args.quick)
-    if args.json:
-        print(json.dumps(out))
+    main(run)

@@ -2,14 +2,12 @@
 against the same measurement of a trivial app that imports torch and shows one st.metric."""
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import print_table
+from benchmarks.common import main, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIVIAL = 'import streamlit as st\nimport torch\n\nst.metric("Trivial", f"{torch.ones(1).item():.0f}")\n'
@@ -67,10 +65,4 @@ def run(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    out = run(args.quick)
-    if args.json:
-        print(json.dumps(out))
+    main(run)

@@ -11,13 +11,11 @@ Sweep: the page's "Sweep 8, 4 and 2 bits", sensitivity_sweep(hf, data, "quantize
 every Linear layer."""
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import print_table, timed
+from benchmarks.common import main, print_table, timed
 from compression import transformers_support as ts
 from compression.hf_demo import build_tokenizer, demo_model
 from compression.hf_text import SAMPLE_PATH, read_lines
@@ -82,10 +80,4 @@ def _measure(hf: ts.HFModel, data: ts.TextData, sizes: dict, methods: tuple[str,
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    out = run(args.quick)
-    if args.json:
-        print(json.dumps(out))
+    main(run)
