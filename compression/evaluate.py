@@ -250,7 +250,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
         an EvalResult; `size_bytes` is the size of the model as actually serialised.
     """
     part = data.split(split)
-    model = on_device(model, device)
+    stored, model = model, on_device(model, device)  # sizes and counts from the CPU model
     logits = predict_logits(model, part.X)
     pred = logits.argmax(1)
     conf = confusion_matrix(pred, part.y, data.num_classes)
@@ -261,8 +261,8 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
         reference_logits = predict_logits(reference, part.X)
     if reference_logits is not None:
         agree, kl = agreement(logits, reference_logits)
-    params = count_params(model)
-    size, how = serialized_size(model)
+    params = count_params(stored)
+    size, how = serialized_size(stored)
     example = part.X[:1].to(model_device(model))
     n_macs = count_macs(model, example)[0] if macs else None
     lat = None
@@ -272,7 +272,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
         accuracy=(pred == part.y).float().mean().item(),
         top5=topk_accuracy(logits, part.y, 5) if data.num_classes > 5 else None,
         loss=F.cross_entropy(logits, part.y).item(),
-        params=params, nonzero_params=count_nonzero_params(model), fp32_bytes=params * 4,
+        params=params, nonzero_params=count_nonzero_params(stored), fp32_bytes=params * 4,
         size_bytes=size, size_method=how, macs=n_macs,
         latency_ms=lat.median_ms if lat else None, latency_iqr_ms=lat.iqr_ms if lat else None,
         batch_size=batch_size, threads=lat.threads if lat else (threads or torch.get_num_threads()),
