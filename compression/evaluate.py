@@ -311,20 +311,32 @@ def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = 
     return {"metrics": metrics.to_dict(full=True), "report": report.to_dict()}
 
 
-LATENCY_FIELDS = ("latency_ms", "latency_iqr_ms", "batch_size", "threads")
+LATENCY_FIELDS = ("latency_ms", "latency_iqr_ms", "baseline_latency_ms", "batch_size", "threads")
 
 
 def compressed_latency(model: nn.Module, cfg, data: Dataset, repeats: int = 10,
-                       batch_size: int = 64, device: str | None = None) -> dict:
+                       batch_size: int = 64, device: str | None = None, rounds: int = 3) -> dict:
     """The measured half of a slider move, done after accuracy and size are on screen: compress
     a copy of `model` with `cfg` (with the method's own paired measurements, if it makes any)
-    and time it at `batch_size` like `evaluate` does. Returns {"latency_ms", "latency_iqr_ms",
-    "batch_size", "threads", "report": the method's metrics (e.g. latency_before_ms/after_ms)}."""
+    and time it at `batch_size` like `evaluate` does, in `rounds` alternating with the original
+    so both see the same machine state (a baseline timed minutes earlier, cold, is not comparable).
+
+    Returns:
+        {"latency_ms", "latency_iqr_ms" (the compressed model: medians over the rounds),
+        "baseline_latency_ms" (the original, timed alongside), "batch_size", "threads",
+        "report": the method's metrics (e.g. latency_before_ms/after_ms)}.
+    """
     from compression.config import compress
 
     compressed, report = compress(model, cfg, data, measure_latency=True)
     fold_masks_(compressed)
-    compressed = on_device(compressed, device)
-    lat = measure_latency(compressed, latency_batch(data.test.X, batch_size), repeats=repeats)
-    return {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "batch_size": batch_size,
-            "threads": lat.threads, "report": report.metrics}
+    compressed, original = on_device(compressed, device), on_device(model, device)
+    batch = latency_batch(data.test.X, batch_size)
+    ours, base = [], []
+    for _ in range(rounds):
+        base.append(measure_latency(original, batch, repeats=repeats))
+        ours.append(measure_latency(compressed, batch, repeats=repeats))
+    return {"latency_ms": statistics.median(t.median_ms for t in ours),
+            "latency_iqr_ms": statistics.median(t.iqr_ms for t in ours),
+            "baseline_latency_ms": statistics.median(t.median_ms for t in base),
+            "batch_size": batch_size, "threads": ours[0].threads, "report": report.metrics}
