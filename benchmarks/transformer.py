@@ -6,7 +6,8 @@ Slider feedback: what pages/transformer_models.py computes on "Apply and measure
 fidelity and size, transformers_support.measure_method(hf, METHOD_CONFIGS[method](), data,
 latency=False) with the page's default settings (prune 50%, quantize 8 bits with embeddings, real
 int8) on the bundled sample sentences; then, separately, the latency the page measures after
-them (latency_fields with the original's latency measured once). Median ms after one warm-up.
+them (latency_fields: the original and the compressed model timed back to back). Median ms after
+one warm-up.
 Sweep: the page's "Sweep 8, 4 and 2 bits", sensitivity_sweep(hf, data, "quantize", (8, 4, 2)) over
 every Linear layer."""
 from __future__ import annotations
@@ -52,12 +53,11 @@ def run(quick: bool = False, sizes: dict | None = None, methods: tuple[str, ...]
 def _measure(hf: ts.HFModel, data: ts.TextData, sizes: dict, methods: tuple[str, ...], repeats: int) -> dict:
     params = int(hf.summary["params"])
     slider, then_latency = {}, {}
-    before = ts.text_latency(hf)  # the page measures the original once per model
     for m in methods:
         cfg = ts.METHOD_CONFIGS[m]()  # the page's defaults: sparsity 0.5, 8 bits with embeddings, ...
         slider[m] = timed(lambda: ts.measure_method(hf, cfg, data, latency=False), repeats) * 1e3
         small, _ = ts.measure_method(hf, cfg, data, latency=False)
-        then_latency[m] = timed(lambda: ts.latency_fields(hf, small.model, before=before), repeats) * 1e3
+        then_latency[m] = timed(lambda: ts.latency_fields(hf, small.model), repeats) * 1e3
     layers = ts.linear_names(hf.model)
     t0 = time.perf_counter()
     frame = ts.sensitivity_sweep(hf, data, "quantize", SWEEP_LEVELS)

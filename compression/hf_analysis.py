@@ -14,7 +14,6 @@ from torch import nn
 
 from compression.config import MethodConfig
 from compression.errors import ConfigError, StoppedError, UnsupportedLayerError
-from compression.evaluate import Latency
 from compression.hf_layers import embedding_names, group_of, linear_names
 from compression.hf_loading import HFModel
 from compression.hf_methods import compress_hf, int8_copy
@@ -27,11 +26,10 @@ SweepCallback = Callable[[int, int, dict], None]   # (done, total, row)
 FIDELITY_KEYS = ("fidelity", "cosine", "neighbour_agreement", "agreement", "kl_divergence", "perplexity", "accuracy")
 
 
-def latency_fields(hf: HFModel, model: nn.Module, batch_size: int = 8, seq_len: int = 32, repeats: int = 20,
-                   before: Latency | None = None) -> dict:
-    """Measured latency of the original (unless `before` is given: it was measured already) and of
-    `model` at (batch_size, seq_len): latency_before_ms, latency_after_ms, speedup and the setting."""
-    before = before or text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats)
+def latency_fields(hf: HFModel, model: nn.Module, batch_size: int = 8, seq_len: int = 32, repeats: int = 20) -> dict:
+    """Measured latency of the original and of `model`, back to back, at (batch_size, seq_len):
+    latency_before_ms, latency_after_ms, speedup and the setting."""
+    before = text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats)
     after = text_latency(hf, model, batch_size=batch_size, seq_len=seq_len, repeats=repeats)
     return {"latency_before_ms": before.median_ms, "latency_after_ms": after.median_ms,
             "speedup": before.median_ms / after.median_ms, "latency_before_min_ms": before.min_ms,
