@@ -206,7 +206,19 @@ def build_suffix(gm: fx.GraphModule, layer: str) -> Suffix:
             env[node] = graph.node_copy(node, lambda a: layer_in if a is first.args[0] else env[a])
         else:
             env[node] = graph.node_copy(node, lambda a: env[a])
+            if _relu_in_place_is_safe(node, later_set):
+                env[node].kwargs = {**env[node].kwargs, "inplace": True}
     return Suffix(fx.GraphModule(gm, graph), boundary, first.args[0] if split_input else None)
+
+
+def _relu_in_place_is_safe(node: fx.Node, later: set[fx.Node]) -> bool:
+    """A functional ReLU may overwrite its input inside a suffix when that input is computed in
+    the suffix (never a cached value) and nothing else reads it: the same numbers, one allocation
+    and one pass fewer."""
+    if node.op != "call_function" or node.target is not F.relu or len(node.args) != 1:
+        return False
+    source = node.args[0]
+    return isinstance(source, fx.Node) and source in later and source.op != "placeholder" and len(source.users) == 1
 
 
 class _Recorder(fx.Interpreter):

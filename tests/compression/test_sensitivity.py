@@ -41,7 +41,7 @@ def assert_same(fast, slow) -> None:
     assert (fast["loss"] - slow["loss"]).abs().max() <= 1e-6
 
 
-@pytest.mark.parametrize("name", ["resnet", "mlp"])
+@pytest.mark.parametrize("name", ["resnet", "mlp", "teacher"])
 def test_prune_sweep_equals_naive_loop(digits, pretrained, name):
     model = pretrained(name)
     fast = S.prune_sweep(model, digits, S.DEFAULT_LEVELS if name == "mlp" else LEVELS)
@@ -216,3 +216,16 @@ def test_sorted_pruner_zeroes_what_prune_weight_zeroes():
     for level in (0.0, 0.1, 0.5, 0.93, 0.99):
         fast, slow = fn("conv", weight, level), S.prune_weight("conv", weight, level)
         assert torch.equal(fast == 0, slow == 0) and torch.equal(fast, slow)
+
+
+def test_in_place_relu_only_where_nothing_else_reads_its_input(pretrained, digits):
+    engine = S.SweepEngine(pretrained("resnet"), S.eval_set(digits), ["stem.0", "layers.0.conv1"])
+    relus = [n for name in engine.layers for n in engine.suffixes[name].module.graph.nodes
+             if n.op == "call_function" and n.target is torch.nn.functional.relu]
+    in_place = [n for n in relus if n.kwargs.get("inplace")]
+    assert in_place, "the resnet's suffixes have functional ReLUs to run in place"
+    for node in in_place:  # never a cached value, never a value something else reads
+        assert node.args[0].op != "placeholder" and len(node.args[0].users) == 1
+    before = [{k: v.clone() for k, v in cache.items()} for cache in engine.caches]
+    engine.evaluate("stem.0", 0.5, S.prune_weight)
+    assert all(torch.equal(cache[k], before[i][k]) for i, cache in enumerate(engine.caches) for k in cache)
