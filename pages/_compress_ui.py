@@ -52,10 +52,18 @@ def real_int8() -> dict:
 
 
 def compressed_copy(cfg) -> torch.nn.Module:
-    """The compressed model object (for histograms and keeping), without timing it again."""
-    from compression.config import compress
+    """The compressed model object (for histograms, fine-tuning and keeping), made once per
+    (model, data, config) in this session: reruns that change none of them reuse it. Nothing
+    changes it afterwards (fine-tuning trains a copy; keeping makes it the new base model)."""
+    base, data = current_base(), current_data()
+    key = (base.fingerprint, data.fingerprint, cfg.to_json())
+    held = st.session_state.get("compressed_copy")
+    if held is None or held[0] != key:
+        from compression.config import compress
 
-    return compress(current_base().model, cfg, current_data(), measure_latency=False)[0]
+        held = (key, compress(base.model, cfg, data, measure_latency=False)[0])
+        st.session_state["compressed_copy"] = held
+    return held[1]
 
 
 def tune_ui(key: str, title: str, button: str, cfg, label: str,

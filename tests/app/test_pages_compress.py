@@ -88,3 +88,13 @@ def test_fine_tune_job_runs_in_the_background(page):
     at.run()
     assert not at.exception and not at.error
     assert any("Fine-tuned" in s.value for s in at.success)
+
+
+def test_compressed_model_is_made_once_per_config(page):
+    at = page("pages/pruning.py")
+    at.selectbox(key="prune_method").select("taylor").run()  # gradients on calibration batches
+    first = at.session_state["compressed_copy"][1]
+    at.toggle(key="prune_log_y").set_value(False).run()  # a rerun that changes no setting
+    assert not at.exception and at.session_state["compressed_copy"][1] is first
+    at.slider(key="prune_sparsity").set_value(70).run()
+    assert at.session_state["compressed_copy"][1] is not first
