@@ -21,6 +21,7 @@ from compression import zoo
 from compression.data import Dataset
 from compression.errors import ModelDataMismatch, ModelLoadError
 from compression.evaluate import set_training
+from compression.layers import lift_graph_layers
 
 MAX_MODEL_BYTES = 1 << 30
 _EXPORT_LOCK = threading.Lock()
@@ -183,7 +184,9 @@ def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.M
     if fmt == "exported":
         try:
             with _no_unpickling():
-                return torch.export.load(io.BytesIO(path.read_bytes())).module(), "exported"  # eval mode as exported
+                program = torch.export.load(io.BytesIO(path.read_bytes())).module()  # eval mode as exported
+            lift_graph_layers(program)  # its layer ops become real modules every method can find
+            return program, "exported"
         except ModelLoadError:
             raise
         except Exception as exc:

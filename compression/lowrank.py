@@ -20,7 +20,7 @@ from compression.config import MethodConfig, Report, register_config, register_h
 from compression.data import Dataset
 from compression.errors import ConfigError
 from compression.evaluate import count_macs, count_params, measure_latency
-from compression.layers import check_layer_names, set_module, weight_layers
+from compression.layers import check_layer_names, refuse_frozen_code, set_module, weight_layers
 
 LATENCY_BATCH = 256
 SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -122,6 +122,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
         params_before/after, macs_before/after and, if measure_latency, latency_before_ms /
         latency_after_ms at batch 256).
     """
+    refuse_frozen_code(model, "Low-rank factorisation")
     check_layer_names(model, cfg.skip)
     new = copy.deepcopy(model)
     layers, skipped = _candidates(new, cfg)

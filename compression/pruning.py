@@ -16,7 +16,8 @@ from compression.config import MethodConfig, Report, check_range, name_pairs, re
 from compression.data import Dataset
 from compression.errors import ConfigError, UnsupportedLayerError
 from compression.evaluate import accuracy_and_loss, count_macs, count_params, fold_masks_, measure_latency
-from compression.layers import check_layer_names, weight_layers
+from compression.layers import (check_layer_names, is_frozen_code, is_layer, layer_type, refuse_frozen_code,
+                                 weight_layers)
 from compression.training import TrainConfig, fit
 
 METHODS = ("magnitude", "random", "taylor")
@@ -122,10 +123,21 @@ def prunable_layers(model: nn.Module, cfg: PruneConfig) -> tuple[dict[str, nn.Mo
     check_layer_names(model, [n for n, _ in cfg.overrides] + list(cfg.skip))
     layers, skipped = weight_layers(model, skip=cfg.skip)
     overridden = dict(cfg.overrides)
-    for name in [n for n, m in layers.items() if isinstance(m, nn.Embedding) and n not in overridden]:
+    for name in [n for n, m in layers.items() if is_layer(m, (nn.Embedding,)) and n not in overridden]:
         layers.pop(name)
         skipped.append((name, "Embedding is not pruned unless named in overrides"))
     return layers, skipped
+
+
+def apply_mask_(layer: nn.Module, mask: torch.Tensor) -> None:
+    """Zero `layer`'s weight where `mask` is 0. Eager and exported layers get a
+    torch.nn.utils.prune mask (the masked weight is recomputed, with gradients, at each forward);
+    a TorchScript layer, which takes no hooks, has its weight multiplied by the mask in place."""
+    with torch.no_grad():
+        if is_frozen_code(layer):
+            layer.weight.mul_(mask.to(layer.weight.dtype))
+        else:
+            tprune.custom_from_mask(layer, "weight", mask)
 
 
 def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) -> tuple[nn.Module, Report]:
@@ -143,11 +155,10 @@ def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) 
     rows, zeros, total = [], 0, 0
     for name, layer in layers.items():
         mask = magnitude_mask(scores[name], targets[name])
-        with torch.no_grad():  # the masked weight is recomputed (with gradients) at each forward
-            tprune.custom_from_mask(layer, "weight", mask)
+        apply_mask_(layer, mask)
         n_zero = int((mask == 0).sum())
         zeros, total = zeros + n_zero, total + mask.numel()
-        rows.append({"layer": name, "type": type(layer).__name__, "params": mask.numel(),
+        rows.append({"layer": name, "type": layer_type(layer), "params": mask.numel(),
                      "requested": overrides.get(name, cfg.sparsity), "achieved": n_zero / mask.numel()})
     metrics = {"sparsity": zeros / max(total, 1), "nonzero_params": count_params(model) - zeros,
                "params": count_params(model), "pruned_weights": total}
@@ -215,6 +226,7 @@ def channel_prune(model: nn.Module, cfg: ChannelPruneConfig, data: Dataset | Non
     """Structured pruning of a copy: channels really removed, the model shrinks and still runs."""
     import torch_pruning as tp
 
+    refuse_frozen_code(model, "Channel pruning")
     check_layer_names(model, cfg.ignore)
     shape = tuple(data.input_shape) if data is not None else (1, 8, 8)
     example = torch.zeros(1, *shape)

@@ -31,7 +31,7 @@ from compression.config import (MethodConfig, Report, check_range, name_pairs, r
 from compression.data import Dataset
 from compression.errors import ConfigError, ModelDataMismatch, UnsupportedLayerError
 from compression.evaluate import accuracy_and_loss, fold_masks_, measure_latency
-from compression.layers import check_layer_names, weight_layers
+from compression.layers import check_layer_names, is_frozen_code, is_layer, layer_type, refuse_frozen_code, weight_layers
 from compression.qinfo import QuantInfo
 from compression.training import StopFlag, TrainConfig, fit
 
@@ -276,11 +276,16 @@ def attach_act_quant(layer: nn.Module, bits: int, symmetric: bool, scale: torch.
 
 
 def has_act_quant(layer: nn.Module) -> bool:
+    if is_frozen_code(layer):  # TorchScript modules take no hooks
+        return False
     return any(h is act_fake_quant_hook for h in layer._forward_pre_hooks.values())
 
 
 def remove_act_quant(layer: nn.Module) -> None:
-    """Undo attach_act_quant: the hook, the buffers and the attributes."""
+    """Undo attach_act_quant: the hook, the buffers and the attributes (nothing to undo on a
+    TorchScript module, which never takes one)."""
+    if is_frozen_code(layer):
+        return
     for key, hook in list(layer._forward_pre_hooks.items()):
         if hook is act_fake_quant_hook:
             del layer._forward_pre_hooks[key]
@@ -381,7 +386,7 @@ def _quantize_weights_(layers: dict[str, nn.Module], cfg: QuantConfig) -> tuple[
 
 def _weight_row(name: str, layer: nn.Module, bits: int, cfg: QuantConfig, db: float,
                 tied_to: str | None = None) -> dict:
-    row = {"layer": name, "type": type(layer).__name__, "bits": bits, "granularity": cfg.granularity,
+    row = {"layer": name, "type": layer_type(layer), "bits": bits, "granularity": cfg.granularity,
            "calibration": cfg.calibration, "params": layer.weight.numel(), "sqnr_db": db, "act_bits": None}
     if tied_to:
         row["tied_to"] = tied_to
@@ -395,7 +400,7 @@ def _quantize_inputs_(layers: dict[str, nn.Module], rows: list[dict], cfg: Quant
     for row in rows:
         name = row["layer"]
         layer = layers[name]
-        if isinstance(layer, nn.Embedding):
+        if is_layer(layer, (nn.Embedding,)):
             continue
         bits = cfg.act_bits or row["bits"]
         info = stats[name].qparams(bits, cfg.symmetric, cfg.calibration, cfg.percentile)
@@ -452,6 +457,8 @@ def quantize_(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None) -
     """In place: as `quantize`, on `model` itself (pruning masks must be folded beforehand)."""
     if cfg.activations and data is None:
         raise ConfigError("Activation quantization needs data to calibrate the input ranges: pass a data set.")
+    if cfg.activations:
+        refuse_frozen_code(model, "Activation quantization")
     layers, skipped = weight_layers(model, skip=cfg.skip)
     if not layers:
         raise UnsupportedLayerError("No quantizable layer (Linear, Conv1d, Conv2d, Embedding) in this model.")
@@ -498,6 +505,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
     """
     from torch.nn.utils import parametrize
 
+    refuse_frozen_code(model, "Quantization-aware training")
     ptq, _ = quantize(model, cfg, data)
     before, _ = accuracy_and_loss(ptq, data.val)
     work = _prepare_copy(model)
@@ -564,6 +572,7 @@ def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = 2
         {label, simulated, int8_layers, fp32_bytes, int8_bytes, bytes_how, size_ratio} plus, when
         measured, {fp32_latency_ms, int8_latency_ms, speedup, latency_batch, input_shape}.
     """
+    refuse_frozen_code(model, "Real int8 (module swapping)")
     fp32 = _prepare_copy(model).eval()
     layers, skipped = weight_layers(fp32)
     linears = [n for n, m in layers.items() if isinstance(m, nn.Linear)]
