@@ -2,6 +2,8 @@
 do to a PyTorch model. Run with `streamlit run app.py`."""
 import streamlit as st
 
+from pages._common import sidebar
+
 st.set_page_config(page_title="Compression Studio", page_icon=":material/compress:", layout="wide")
 
 PAGES = {
@@ -28,6 +30,8 @@ PAGES = {
     ],
 }
 
-# Each page draws the shared sidebar (pages._common.sidebar) as its first step, so the sidebar
-# is drawn once per run whichever way the page is reached.
-st.navigation(PAGES).run()
+# The shared sidebar is drawn here, once per run and before the page: its widgets are then the
+# same widgets on every page, so the model, data and device chosen survive a page change.
+pg = st.navigation(PAGES)
+sidebar()
+pg.run()

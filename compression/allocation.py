@@ -257,10 +257,10 @@ def _apply(model: nn.Module, plan: dict, kind: str, data: Dataset, sweep: pd.Dat
 
 
 def plan_and_apply(model: nn.Module, data: Dataset, sweep: pd.DataFrame, target: float, kind: str = "prune",
-                   split: str = "test", value: str = "loss") -> AllocationResult:
+                   split: str | None = None, value: str = "loss") -> AllocationResult:
     """Plan a whole-model `target` (overall sparsity for 'prune', mean bits for 'quantize') from
     the sweep, apply it and a uniform plan of the same size (pruning.prune / quantization.quantize
-    on copies), and measure both on `split`. The caller's model is not changed."""
+    on copies), and measure both on `split` (default: the data set's eval_split). The caller's model is not changed."""
     if kind not in ("prune", "quantize"):
         raise ConfigError(f"kind must be 'prune' or 'quantize'; got {kind!r}.")
     if sweep.attrs.get("kind", kind) != kind:
@@ -272,6 +272,7 @@ def plan_and_apply(model: nn.Module, data: Dataset, sweep: pd.DataFrame, target:
         plan = allocate_bits(sweep, model, target_avg_bits=float(target), value=value)
         uniform = {n: int(math.floor(target + 1e-9)) for n in plan}
     sizes = layer_sizes(model, plan)
+    split = split or data.eval_split
     base_acc, _ = _measure(model, data, split)
     results = {}
     for name, p in (("plan", plan), ("uniform", uniform)):

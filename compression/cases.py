@@ -91,7 +91,7 @@ def _spread(values: list[float]) -> float:
 
 
 def _test_accuracy(model: nn.Module, data: Dataset) -> float:
-    return accuracy_and_loss(model, data.test)[0]
+    return accuracy_and_loss(model, data.scored)[0]
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,17 @@ def add_model_args(p: argparse.ArgumentParser, flag: str = "--model", required: 
     p.add_argument("--arch", default=None, help="demo:NAME architecture for a bare state dict")
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
+    """--data, --preprocess, --json and (unless the command has a --split of its own) --split."""
     p.add_argument("--data", default="digits", help="'digits' (default) or a .npz / .zip / .csv file")
+    p.add_argument("--preprocess", default=None,
+                   help="what is done to the data's values before the model sees them: none (a file's "
+                        "default: values as stored), standardize (the digits' default: mean and std of the "
+                        "training split), MEAN,STD (e.g. 0.5,0.25) or per channel M1,M2,M3/S1,S2,S3")
+    if split:
+        p.add_argument("--split", dest="eval_split", choices=["all", "test", "val", "train"], default=None,
+                       help="the samples numbers are scored on: all (a file's default: the whole file) or "
+                            "test (the digits' default: the seeded held-out 20%%)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -40,7 +49,7 @@ def load_inputs(args: argparse.Namespace, flag: str = "model"):
     from compression.data import load_data
     from compression.loading import load_model
 
-    data = load_data(args.data)
+    data = load_data(args.data, preprocess=getattr(args, "preprocess", None), split=getattr(args, "eval_split", None))
     return load_model(getattr(args, flag), arch=args.arch, data=data), data
 
 
@@ -48,6 +57,22 @@ def eval_row(model, data, reference=None, latency: bool = True, device: str | No
     from compression.evaluate import evaluate
 
     return evaluate(model, data, reference=reference, latency=latency, device=device).to_dict()
+
+
+def data_row(model, data, accuracy: float, fitted: bool = False) -> dict:
+    """What a JSON result says about the data: its preprocessing, the note when the scored samples
+    include those a method `fitted` on (calibration, scores, fine-tuning) and the plausibility
+    warning for `model` (the original), when there is one."""
+    from compression.evaluate import PLAUSIBILITY_SAMPLES, plausibility_warning
+
+    row = {"preprocess": data.preprocess.spec, "preprocess_label": data.preprocess.label}
+    note = data.scoring_note() if fitted else None
+    if note:
+        row["note"] = note
+    warning = plausibility_warning(model, data, accuracy if len(data.scored) <= PLAUSIBILITY_SAMPLES else None)
+    if warning:
+        row["warning"] = warning
+    return row
 
 
 def _setup_evaluate(p: argparse.ArgumentParser) -> None:
@@ -73,7 +98,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
     loaded, data = load_inputs(args)
     row = eval_row(loaded.model, data, latency=not args.no_latency, device=args.device)
-    result = {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, "device": args.device, **row}
+    result = {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, "device": args.device, **row,
+              **data_row(loaded.model, data, row["accuracy"])}
     run_id = _record(args, "evaluate", f"{loaded.name}:{loaded.fingerprint}", data, {"kind": "evaluate"}, result, {})
     if run_id is not None:
         result["run_id"] = run_id

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compression.cli import add_data_args, add_model_args, command, eval_row, load_inputs
+from compression.cli import add_data_args, add_model_args, command, data_row, eval_row, load_inputs
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -59,6 +59,7 @@ def finish(args: argparse.Namespace, loaded, data, model, report, baseline_model
     result["baseline"] = {k: base[k] for k in ("accuracy", "loss", "params", "nonzero_params",
                                                "size_bytes", "macs", "latency_ms")}
     result.update({k: v for k, v in report.metrics.items() if k not in result})
+    result.update(data_row(reference, data, base["accuracy"], fitted=True))
     result["simulated"] = report.simulated
     result["config"] = report.config
     result["layers"] = report.layers

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compression.cli import add_data_args, add_model_args, command, load_inputs
+from compression.cli import add_data_args, add_model_args, command, data_row, load_inputs
 from compression.errors import ConfigError
 from compression.store import Store, default_store_path
 
@@ -125,6 +125,9 @@ def cmd_run(args: argparse.Namespace) -> dict:
     from compression.recipes import load_recipe, recipe_run_config, run_recipe
 
     recipe = load_recipe(_recipe_source(args.recipe))
+    # the recipe's data options, unless the command line gives its own
+    args.preprocess = args.preprocess or recipe.data.get("preprocess")
+    args.eval_split = args.eval_split or recipe.data.get("split")
     loaded, data = load_inputs(args)
     model, reports, metrics = run_recipe(loaded.model, data, recipe, seed=args.seed, latency=args.latency)
     artefacts = {}
@@ -133,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> dict:
     steps = [{"method": r.method, "config": r.config, "metrics": r.metrics, "simulated": r.simulated,
               "skipped": [{"layer": n, "reason": why} for n, why in r.skipped]} for r in reports]
     result = {"model": loaded.name, "data": data.name, "recipe": recipe.name, "seed": args.seed,
-              **metrics, "steps": steps}
+              **metrics, **data_row(loaded.model, data, metrics["accuracy"], fitted=True), "steps": steps}
     if artefacts:
         result["saved"] = artefacts
     store = store_from_args(args)

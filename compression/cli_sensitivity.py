@@ -16,13 +16,14 @@ from compression.errors import ConfigError
 
 def _setup(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    add_data_args(p)
+    add_data_args(p, split=False)
     p.add_argument("--kind", choices=["prune", "quantize"], default="prune")
     p.add_argument("--levels", default=None,
                    help="comma-separated sparsities (prune; default 0,0.05,...,0.95) "
                         "or bit-widths (quantize; default 2-8)")
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: every Linear/Conv layer)")
-    p.add_argument("--split", choices=["train", "val", "test"], default="val")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="val",
+                   help="the samples each layer's sweep is scored on (default val)")
     p.add_argument("--granularity", choices=["tensor", "channel"], default="channel")
     p.add_argument("--activations", action="store_true", help="quantize: also quantize each layer's input")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")

@@ -14,12 +14,12 @@ from compression.layers import weight_layers
 
 
 def sweep_configs(model: nn.Module, data: Dataset, configs: dict[float, MethodConfig], x: str,
-                  split: str = "test") -> pd.DataFrame:
+                  split: str | None = None) -> pd.DataFrame:
     """Accuracy and loss of `model` compressed by each config, as rows {x, accuracy, loss}."""
     rows = []
     for value, cfg in configs.items():
         compressed, _ = compress(model, cfg, data)
-        acc, loss = accuracy_and_loss(compressed, data.split(split))
+        acc, loss = accuracy_and_loss(compressed, data.split(split or data.eval_split))
         rows.append({x: value, "accuracy": acc, "loss": loss})
     return pd.DataFrame(rows).sort_values(x, ignore_index=True)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compression.data import Dataset, make_dataset
+from compression.data import Dataset, Preprocess, check_split, make_dataset, parse_preprocess
 from compression.errors import ConfigError, DataError
 
 MAX_BYTES = 200 * 2**20          # size of the file itself
@@ -100,8 +100,13 @@ class _ImageEntry:
 # ----------------------------------------------------------------------------- public API
 
 def load_data_file(path: Path | str, *, max_bytes: int = MAX_BYTES, max_entries: int = MAX_ENTRIES,
-                   max_uncompressed: int = MAX_UNCOMPRESSED, max_ratio: float = MAX_RATIO) -> Dataset:
+                   max_uncompressed: int = MAX_UNCOMPRESSED, max_ratio: float = MAX_RATIO,
+                   preprocess: str | Preprocess | None = None, split: str | None = None) -> Dataset:
     """Load a data file (.npz, .zip of class folders, or .csv), detecting its format by content.
+
+    Its values reach the model as stored unless `preprocess` says otherwise (see
+    compression.data.parse_preprocess); numbers are scored on the whole file unless `split`
+    names a part of the seeded 60/20/20 split ('test' for held-out numbers).
 
     Raises:
         DataError: the file is missing, too large, of an unknown format, or its data is invalid.
@@ -118,15 +123,17 @@ def load_data_file(path: Path | str, *, max_bytes: int = MAX_BYTES, max_entries:
             payload = fh.read(limits.max_bytes + 1)
     except OSError as exc:
         raise DataError(f"Cannot read {str(path)!r} ({exc.strerror or exc}): check its permissions.") from exc
-    return _load_payload(display_name(path.name), payload, limits)
+    return _load_payload(display_name(path.name), payload, limits, preprocess, split)
 
 
 def load_data_bytes(filename: str, payload: bytes, *, max_bytes: int = MAX_BYTES,
                     max_entries: int = MAX_ENTRIES, max_uncompressed: int = MAX_UNCOMPRESSED,
-                    max_ratio: float = MAX_RATIO) -> Dataset:
-    """Load an uploaded data file from its bytes; `filename` only names the data set."""
+                    max_ratio: float = MAX_RATIO, preprocess: str | Preprocess | None = None,
+                    split: str | None = None) -> Dataset:
+    """Load an uploaded data file from its bytes; `filename` only names the data set. The
+    options are load_data_file's."""
     limits = Limits(max_bytes, max_entries, max_uncompressed, max_ratio)
-    return _load_payload(display_name(filename), bytes(payload), limits)
+    return _load_payload(display_name(filename), bytes(payload), limits, preprocess, split)
 
 
 def display_name(filename: str) -> str:
@@ -139,13 +146,15 @@ def display_name(filename: str) -> str:
 
 # ----------------------------------------------------------------------------- dispatch
 
-def _load_payload(name: str, payload: bytes, limits: Limits) -> Dataset:
+def _load_payload(name: str, payload: bytes, limits: Limits, preprocess: str | Preprocess | None,
+                  split: str | None) -> Dataset:
+    preprocess, split = parse_preprocess(preprocess, "none"), check_split(split or "all")
     _check_size(len(payload), limits)
     if _detect_format(payload) == "zip":
         parsed = _load_zip(payload, limits)
     else:
         parsed = _load_csv(payload)
-    return _build(name, parsed)
+    return _build(name, parsed, preprocess, split)
 
 
 def _human(n: float) -> str:
@@ -181,18 +190,19 @@ def _detect_format(payload: bytes) -> str:
     return "csv"
 
 
-def _build(name: str, parsed: _Parsed) -> Dataset:
-    """Validate parsed arrays and split and normalise them into a Dataset."""
+def _build(name: str, parsed: _Parsed, preprocess: Preprocess, split: str) -> Dataset:
+    """Validate parsed arrays and split and preprocess them into a Dataset."""
     X, y, num_classes = _validate(parsed)
     names = parsed.class_names or tuple(str(i) for i in range(num_classes))
     meta = {"source": name, **parsed.meta}
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            ds = make_dataset(name, X, y, num_classes=num_classes, class_names=names, meta=meta)
+            ds = make_dataset(name, X, y, num_classes=num_classes, class_names=names, meta=meta,
+                              preprocess=preprocess, eval_split=split)
     except ValueError as exc:  # defensive: a split the checks did not foresee
         raise DataError(f"The data cannot be split into train/validation/test ({exc}): "
                         "add samples to the smallest classes.") from exc
-    if not (math.isfinite(ds.mean) and math.isfinite(ds.std)):
+    if not all(map(math.isfinite, ds.preprocess.mean + ds.preprocess.std)):
         raise DataError("X's values are too large to normalise in float32: rescale the features "
                         "(e.g. divide by their maximum) and save the file again.")
     return ds

@@ -62,19 +62,19 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, cfg: DistillC
             student comes back to the CPU.
     Returns:
         (distilled student in eval mode, Report with metrics teacher_accuracy, student_accuracy,
-        initial_accuracy (test split), history (one row per epoch), stopped, and with baseline
+        initial_accuracy (on data.eval_split), history (one row per epoch), stopped, and with baseline
         baseline_accuracy and baseline_history).
     """
     train_cfg = cfg.train_config()
     trained, history = fit(student, data, train_cfg, teacher=teacher, callback=callback, stop=stop, device=device)
     stopped = len(history) < cfg.epochs or not all(h["complete"] for h in history)
-    metrics = {"teacher_accuracy": accuracy_and_loss(teacher, data.test)[0],
-               "student_accuracy": accuracy_and_loss(trained, data.test)[0],
-               "initial_accuracy": accuracy_and_loss(student, data.test)[0],
+    metrics = {"teacher_accuracy": accuracy_and_loss(teacher, data.scored)[0],
+               "student_accuracy": accuracy_and_loss(trained, data.scored)[0],
+               "initial_accuracy": accuracy_and_loss(student, data.scored)[0],
                "history": history, "stopped": stopped}
     if baseline and not stopped:
         alone, alone_history = fit(student, data, train_cfg, stop=stop, device=device)
-        metrics["baseline_accuracy"] = accuracy_and_loss(alone, data.test)[0]
+        metrics["baseline_accuracy"] = accuracy_and_loss(alone, data.scored)[0]
         metrics["baseline_history"] = alone_history
     return trained, Report("distill", cfg.to_dict(), metrics=metrics)
 

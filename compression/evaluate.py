@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.data import Dataset, Split
+from compression.data import Dataset, Preprocess, Split
 from compression.devices import model_device, on_device
 
 EVAL_BATCH = 512
@@ -231,11 +231,12 @@ def latency_batch(X: torch.Tensor, batch_size: int) -> torch.Tensor:
     return batch
 
 
-def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn.Module | None = None,
+def evaluate(model: nn.Module, data: Dataset, split: str | None = None, reference: nn.Module | None = None,
              latency: bool = True, batch_size: int = 64, repeats: int = 30,
              threads: int | None = None, macs: bool = True,
              reference_logits: torch.Tensor | None = None, device: str | None = None) -> EvalResult:
-    """Evaluate a model on one split of a data set.
+    """Evaluate a model on one split of a data set (default: its `eval_split`, the samples its
+    numbers are scored on: the whole file for a user's file, the test split for the digits).
 
     Args:
         reference: a model to compare with (top-1 agreement, KL divergence), e.g. the original.
@@ -249,6 +250,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
     Returns:
         an EvalResult; `size_bytes` is the size of the model as actually serialised.
     """
+    split = split or data.eval_split
     part = data.split(split)
     stored, model = model, on_device(model, device)  # sizes and counts from the CPU model
     logits = predict_logits(model, part.X)
@@ -282,6 +284,39 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", reference: nn
     )
 
 
+PLAUSIBILITY_SAMPLES = 4096
+
+
+def _accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    return (predict_logits(model, X).argmax(1) == y).float().mean().item()
+
+
+def plausibility_warning(model: nn.Module, data: Dataset, accuracy: float | None = None) -> str | None:
+    """One line when a model's accuracy on its data looks like a mismatch, else None: close to
+    chance, or far below what the same samples give under the other usual preprocessing (values
+    as stored vs standardised). Scores up to PLAUSIBILITY_SAMPLES samples of the scored split."""
+    part = data.scored
+    X, y = part.X[:PLAUSIBILITY_SAMPLES], part.y[:PLAUSIBILITY_SAMPLES]
+    accuracy = _accuracy(model, X, y) if accuracy is None else accuracy
+    chance = 1.0 / max(data.num_classes, 1)
+    raw = data.preprocess.invert(X.numpy())
+    other = Preprocess("none") if data.preprocess.kind != "none" else \
+        Preprocess("standardize").fitted(data.preprocess.invert(data.train.X.numpy()))
+    try:
+        other_acc = _accuracy(model, torch.from_numpy(other.apply(raw).astype(np.float32)), y)
+    except Exception:  # a model that cannot run on the other values: no comparison
+        other_acc = None
+    flag = "standardize" if other.kind == "standardize" else "none"
+    if other_acc is not None and other_acc >= accuracy + 0.1:
+        what = other.label if flag == "standardize" else "the file's values as stored"
+        return (f"accuracy {accuracy:.0%} here but {other_acc:.0%} with --preprocess {flag} ({what}): "
+                "does this model expect that preprocessing?")
+    if data.num_classes > 1 and accuracy <= chance + 0.15 * (1 - chance):
+        return (f"accuracy {accuracy:.0%} is close to chance ({chance:.0%}): does this model expect "
+                "other preprocessing or another label order?")
+    return None
+
+
 def fold_masks_(model: nn.Module) -> nn.Module:
     """Make every torch.nn.utils.prune reparametrisation permanent, in place (weight = orig * mask)."""
     from torch.nn.utils import prune
@@ -297,7 +332,7 @@ def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = 
                           repeats: int = 10, reference_logits: torch.Tensor | None = None,
                           device: str | None = None) -> dict:
     """What one slider move computes: compress a copy of `model` with `cfg`, then evaluate it
-    against the original (on the test split). With `latency=False` nothing is timed, neither
+    against the original (on the data set's scored split). With `latency=False` nothing is timed, neither
     here nor inside the method (channel pruning and low-rank otherwise make paired latency
     measurements): the app shows accuracy and size at once and measures latency afterwards with
     `compressed_latency`. With `device`, the compressed copy is evaluated there.
@@ -331,7 +366,7 @@ def compressed_latency(model: nn.Module, cfg, data: Dataset, repeats: int = 10,
     compressed, report = compress(model, cfg, data, measure_latency=True)
     fold_masks_(compressed)
     compressed, original = on_device(compressed, device), on_device(model, device)
-    batch = latency_batch(data.test.X, batch_size)
+    batch = latency_batch(data.scored.X, batch_size)
     ours, base = [], []
     for _ in range(rounds):
         base.append(measure_latency(original, batch, repeats=repeats))

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from compression.config import CONFIGS, Report, compress, config_from_dict
-from compression.data import Dataset
+from compression.data import Dataset, check_split, parse_preprocess
 from compression.errors import ConfigError, StoppedError
 from compression.training import Progress, StopFlag, TrainConfig, fit, is_stopped
 
@@ -58,13 +58,29 @@ class Recipe:
     steps: tuple[dict, ...]
     name: str = ""
     description: str = ""
+    data: dict = field(default_factory=dict)  # optional {preprocess, split}: how the data reaches the model
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": RECIPE_VERSION, "name": self.name, "description": self.description,
-                "steps": [dict(s) for s in self.steps]}
+        d = {"version": RECIPE_VERSION, "name": self.name, "description": self.description,
+             "steps": [dict(s) for s in self.steps]}
+        return {**d, "data": dict(self.data)} if self.data else d
+
+
+def _data_options(value: Any) -> dict:
+    """A recipe's optional `data` section, checked: {preprocess: none|standardize|MEAN,STD, split: all|test|...}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or set(value) - {"preprocess", "split"}:
+        raise ConfigError("A recipe's 'data' must be a mapping with 'preprocess' and/or 'split', "
+                          "e.g. {preprocess: standardize, split: test}.")
+    if "preprocess" in value:
+        parse_preprocess(str(value["preprocess"]))
+    if "split" in value:
+        check_split(str(value["split"]))
+    return {k: str(v) for k, v in value.items()}
 
 
 def _step_error(index: int, kind: Any, message: str) -> ConfigError:
@@ -112,23 +128,25 @@ def validate_step(index: int, step: Any) -> dict:
 
 def recipe_from_data(data: Any) -> Recipe:
     """A validated Recipe from parsed YAML/JSON: a list of steps, or a mapping with 'steps'
-    (and optional 'name', 'description', 'version')."""
+    (and optional 'name', 'description', 'version', and 'data': {preprocess, split})."""
     if isinstance(data, Recipe):
         data = data.to_dict()
     if isinstance(data, list):
         data = {"steps": data}
     if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
         raise ConfigError("A recipe must be a list of steps, or a mapping with a 'steps' list.")
-    unknown = sorted(set(data) - {"version", "name", "description", "steps"})
+    unknown = sorted(set(data) - {"version", "name", "description", "steps", "data"})
     if unknown:
-        raise ConfigError(f"Unknown recipe field(s): {', '.join(unknown)}; valid: version, name, description, steps.")
+        raise ConfigError(f"Unknown recipe field(s): {', '.join(unknown)}; "
+                          "valid: version, name, description, steps, data.")
     version = data.get("version", RECIPE_VERSION)
     if not isinstance(version, int) or version > RECIPE_VERSION:
         raise ConfigError(f"Recipe version {version!r} is not supported (this version reads {RECIPE_VERSION}).")
     if not data["steps"]:
         raise ConfigError("A recipe needs at least one step.")
     steps = tuple(validate_step(i, s) for i, s in enumerate(data["steps"]))
-    return Recipe(steps, str(data.get("name") or ""), str(data.get("description") or ""))
+    return Recipe(steps, str(data.get("name") or ""), str(data.get("description") or ""),
+                  _data_options(data.get("data")))
 
 
 def _names_file(text: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from compression import zoo
 from compression.data import Dataset, load_digits
@@ -13,6 +15,21 @@ from compression.jobs import Job
 from compression.loading import LoadedModel, check_model, load_model_bytes
 
 UPLOAD = "Upload a file…"
+BUNDLED = "digits (bundled)"
+
+
+def _leave_pages_folder_mode() -> None:
+    """Streamlit treats an app with a folder named pages/ as an old-style multipage app until
+    st.navigation first runs. If a server's first request is a page's URL, that page then runs
+    bare, without app.py (no sidebar, a navigation listing every file), and so does every later
+    request until one opens the root URL. Every page imports this module, so it ends that mode
+    on first import and reruns, this time through app.py. (Streamlit 1.67, pinned.)"""
+    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_pages_folder_mode()
 
 
 @st.cache_resource(show_spinner=False)
@@ -52,14 +69,18 @@ def current_device() -> str:
     return device if device in available_devices() else "cpu"
 
 
-def show_error(exc: Exception, what: str = "That did not work") -> None:
+def error_message(exc: Exception, what: str = "That did not work") -> str:
     """A short message, never a traceback. Unexpected errors are named, not dumped."""
     if isinstance(exc, CompressionError):
-        st.error(f"{what}: {exc}")
-    elif isinstance(exc, MemoryError):
-        st.error(f"{what}: out of memory. Try a smaller model, data file or batch.")
-    else:
-        st.error(f"{what}: unexpected {type(exc).__name__}: {str(exc)[:300]}")
+        return f"{what}: {exc}"
+    if isinstance(exc, MemoryError):
+        return f"{what}: out of memory. Try a smaller model, data file or batch."
+    return f"{what}: unexpected {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def show_error(exc: Exception, what: str = "That did not work") -> None:
+    """error_message(exc, what) as an error box."""
+    st.error(error_message(exc, what))
 
 
 def current_data() -> Dataset:
@@ -73,7 +94,7 @@ def current_base() -> LoadedModel:
         name = st.session_state.get("model_source", "demo:" + zoo.list_models()[0])
         name = name if name != UPLOAD else "demo:" + zoo.list_models()[0]
         base = demo_loaded(name.split(":", 1)[1])
-        st.session_state["base"], st.session_state["base_source"] = base, name
+        _set_base(base, name)
     return base
 
 
@@ -81,9 +102,34 @@ def demo_loaded(name: str) -> LoadedModel:
     return LoadedModel(own_demo_model(name), "demo", f"demo:{name}", f"demo:{name}", name)
 
 
+def accuracy_label(data: Dataset) -> str:
+    """'Test accuracy', 'Accuracy (whole file)', ...: what an accuracy on `data` was scored on."""
+    return {"test": "Test accuracy", "all": "Accuracy (whole file)"}.get(
+        data.eval_split, f"Accuracy ({data.eval_split} split)")
+
+
 def base_metrics() -> dict:
     base, data = current_base(), current_data()
     return baseline_metrics(base.model, base.fingerprint, data, data.fingerprint, current_device())
+
+
+def _set_base(loaded: LoadedModel, source: str) -> None:
+    """Make `loaded` this session's base model; what was compressed from the previous one goes."""
+    st.session_state["base"], st.session_state["base_source"] = loaded, source
+    st.session_state.pop("working", None)
+    st.session_state.pop("original", None)
+
+
+def _kept_selectbox(label: str, options: list, key: str, **kwargs):
+    """A sidebar selectbox whose value is also kept under a session key of its own ('chosen_' + key)
+    and restored from it when Streamlit has dropped the widget's state (a widget that is not drawn
+    in a run loses it, e.g. the architecture picker while a built-in model is chosen)."""
+    own = "chosen_" + key
+    if key not in st.session_state and own in st.session_state and st.session_state[own] in options:
+        st.session_state[key] = st.session_state[own]
+    value = st.selectbox(label, options, key=key, **kwargs)
+    st.session_state[own] = value
+    return value
 
 
 def _sync_model_choice() -> None:
@@ -91,27 +137,63 @@ def _sync_model_choice() -> None:
     source = st.session_state.get("model_source")
     base = st.session_state.get("base")
     if source and source != UPLOAD and (base is None or st.session_state.get("base_source") != source):
-        st.session_state["base"] = demo_loaded(source.split(":", 1)[1])
-        st.session_state["base_source"] = source
-        st.session_state.pop("working", None)
-        st.session_state.pop("original", None)
+        _set_base(demo_loaded(source.split(":", 1)[1]), source)
 
 
 def _load_upload(upload, arch: str | None) -> None:
+    """Load a newly uploaded model file (once per file, architecture and data). On success it
+    becomes the base model and the session's last good upload; on failure the message is kept
+    in session_state['upload_error'] for as long as the uploader holds that file."""
     key = (upload.file_id, arch, current_data().fingerprint)
     if st.session_state.get("upload_key") == key:
         return
-    st.session_state["upload_key"] = key
+    st.session_state["upload_key"], st.session_state["upload_error"] = key, None
     try:
         loaded = load_model_bytes(upload.name, upload.getvalue(), arch=arch, data=current_data())
     except Exception as exc:  # any failure: a message, the previous model stays
-        show_error(exc, "Could not load the model")
+        st.session_state["upload_error"] = error_message(exc, "Could not load the model")
         return
-    st.session_state["base"] = loaded
-    st.session_state["base_source"] = UPLOAD
-    st.session_state.pop("working", None)
-    st.session_state.pop("original", None)
+    st.session_state["uploaded_model"] = loaded
+    _set_base(loaded, UPLOAD)
     st.success(f"Loaded {loaded.name} ({loaded.kind}).")
+
+
+def _upload_status(error: str | None, uploaded, in_use: str, what: str) -> None:
+    """Under an uploader: the failed upload's message and what stays in use, or what is in use."""
+    if error:
+        st.error(error)
+        st.caption(f"Still using {in_use}")
+    elif uploaded is not None:
+        st.caption(f"Using upload {uploaded.name}; upload another to replace it")
+    else:
+        st.caption(f"No {what} uploaded yet: still using {in_use}")
+
+
+def _model_upload_sidebar() -> None:
+    """The model file uploader. The last model uploaded without error stays in use across page
+    changes and when the Model picker comes back to 'Upload a file…'; a failed upload says which
+    model stays active."""
+    upload = st.file_uploader("Model file (TorchScript, .pt2, state dict, compact)", key="model_upload",
+                              help="Recognised by content, whatever its name. Never unpickled.")
+    arch = _kept_selectbox("Architecture (for a bare state dict)", [None] + zoo.list_models(), "upload_arch",
+                           format_func=lambda a: "none" if a is None else a)
+    if upload is not None:
+        _load_upload(upload, arch)
+    uploaded = st.session_state.get("uploaded_model")
+    if uploaded is not None and st.session_state.get("base_source") != UPLOAD:
+        _set_base(uploaded, UPLOAD)
+    _upload_status(st.session_state.get("upload_error") if upload is not None else None, uploaded,
+                   current_base().name, "model")
+
+
+def _model_sidebar() -> None:
+    options = [f"demo:{n}" for n in zoo.list_models()] + [UPLOAD]
+    source = _kept_selectbox("Model", options, "model_source",
+                             format_func=lambda o: zoo.ZOO[o[5:]].title if o.startswith("demo:") else o)
+    if source == UPLOAD:
+        _model_upload_sidebar()
+    else:
+        _sync_model_choice()
 
 
 def _device_sidebar() -> None:
@@ -119,58 +201,88 @@ def _device_sidebar() -> None:
     from compression.devices import available_devices
 
     devices = available_devices()
-    st.selectbox("Device", devices, key="device", disabled=len(devices) == 1,
-                 help="Latency is measured on this device too. " + (
-                     "No GPU on this machine: CPU only." if len(devices) == 1 else "CUDA is available."))
+    _kept_selectbox("Device", devices, "device", disabled=len(devices) == 1,
+                    help="Latency is measured on this device too. " + (
+                        "No GPU on this machine: CPU only." if len(devices) == 1 else "CUDA is available."))
 
 
-def _data_sidebar() -> None:
-    choice = st.selectbox("Data", ["digits (bundled)", UPLOAD], key="data_source",
-                          help="The data set that calibrates, fine-tunes and evaluates.")
-    if choice == UPLOAD:
-        upload = st.file_uploader("Data file (.npz, .zip of class folders, .csv)", key="data_upload",
-                                  help="Recognised by content; validated before use.")
-        if upload is not None and st.session_state.get("data_key") != upload.file_id:
-            st.session_state["data_key"] = upload.file_id
-            try:
-                from compression.datafiles import load_data_bytes
-
-                data = load_data_bytes(upload.name, upload.getvalue())
-                check_model(current_base().model, data)
-            except Exception as exc:
-                show_error(exc, "Could not use that data")
-                return
-            st.session_state["data_obj"] = data
-            st.session_state.pop("working", None)
-    elif st.session_state.get("data_obj") is not None:
-        st.session_state["data_obj"] = None
+def _use_data(data: Dataset | None) -> None:
+    """Make `data` this session's data set (None: the bundled digits)."""
+    if st.session_state.get("data_obj") is not data:
+        st.session_state["data_obj"] = data
         st.session_state.pop("working", None)
 
 
+PREPROCESSING = {"none": "none: values as stored", "standardize": "standardize: training split's mean and std",
+                 "custom": "custom mean and std"}
+SCORED = {"all": "the whole file", "test": "the held-out test split (20%)"}
+
+
+def _data_options() -> tuple[str, str]:
+    """The uploaded data's preprocessing spec and scored split, as chosen in the data panel."""
+    kind = _kept_selectbox("Preprocessing", list(PREPROCESSING), "data_preprocess", format_func=PREPROCESSING.get,
+                           help="What is done to the file's values before the model sees them: choose what "
+                                "your model was trained on. Recorded with every run.")
+    spec = kind
+    if kind == "custom":
+        spec = st.text_input("Mean,std (per channel: M1,M2,M3/S1,S2,S3)", "0.5,0.25", key="data_preprocess_custom")
+    split = _kept_selectbox("Scored on", list(SCORED), "data_split", format_func=SCORED.get,
+                            help="The samples every accuracy is computed on. Calibration, Taylor scores and "
+                                 "fine-tuning use the seeded 60% training part.")
+    return spec, split
+
+
+def _data_sidebar() -> None:
+    """The data picker and uploader. The last data file uploaded without error stays in use across
+    page changes and when the picker comes back to 'Upload a file…'; a failed upload says which data
+    stays active."""
+    choice = _kept_selectbox("Data", [BUNDLED, UPLOAD], "data_source",
+                             help="The data set that calibrates, fine-tunes and evaluates.")
+    if choice != UPLOAD:
+        _use_data(None)
+        return
+    upload = st.file_uploader("Data file (.npz, .zip of class folders, .csv)", key="data_upload",
+                              help="Recognised by content; validated before use.")
+    preprocess, split = _data_options()
+    if upload is not None and st.session_state.get("data_key") != (upload.file_id, preprocess, split):
+        st.session_state["data_key"], st.session_state["data_error"] = (upload.file_id, preprocess, split), None
+        try:
+            from compression.datafiles import load_data_bytes
+
+            data = load_data_bytes(upload.name, upload.getvalue(), preprocess=preprocess, split=split)
+            check_model(current_base().model, data)
+        except Exception as exc:  # any failure: a message, the previous data stays
+            st.session_state["data_error"] = error_message(exc, "Could not use that data")
+        else:
+            st.session_state["uploaded_data"] = data
+    uploaded = st.session_state.get("uploaded_data")
+    if uploaded is not None:
+        _use_data(uploaded)
+    _upload_status(st.session_state.get("data_error") if upload is not None else None, uploaded,
+                   current_data().name, "data")
+
+
 def sidebar() -> None:
-    """Model and data pickers, and the current model's headline numbers."""
+    """Model, data and device pickers, and the current model's headline numbers. Drawn once per
+    run by app.py, before the page, so its widgets are the same on every page."""
     with st.sidebar:
-        options = [f"demo:{n}" for n in zoo.list_models()] + [UPLOAD]
-        st.selectbox("Model", options, key="model_source",
-                     format_func=lambda o: zoo.ZOO[o[5:]].title if o.startswith("demo:") else o)
-        _sync_model_choice()
-        if st.session_state.get("model_source") == UPLOAD:
-            upload = st.file_uploader("Model file (TorchScript, .pt2, state dict, compact)", key="model_upload",
-                                      help="Recognised by content, whatever its name. Never unpickled.")
-            arch = st.selectbox("Architecture (for a bare state dict)", [None] + zoo.list_models(),
-                                key="upload_arch", format_func=lambda a: "none" if a is None else a)
-            if upload is not None:
-                _load_upload(upload, arch)
+        _model_sidebar()
         _data_sidebar()
         _device_sidebar()
         base, data = current_base(), current_data()
-        st.caption(f"**{base.name}** on **{data.name}** ({len(data.test)} test samples)")
+        st.caption(f"**{base.name}** on **{data.name}**: scored on {len(data.scored)} samples "
+                   f"({SCORED.get(data.eval_split, data.eval_split + ' split')}); preprocessing "
+                   f"{data.preprocess.label}")
         try:
             metrics = base_metrics()
         except Exception as exc:
             show_error(exc, "Could not evaluate the model")
             return
-        st.metric("Baseline accuracy", f"{metrics['accuracy']:.2%}")
+        st.metric("Baseline accuracy", f"{metrics['accuracy']:.2%}",
+                  help=f"{metrics['split']} split, {metrics['n_samples']} samples")
+        warning = _plausibility(base.model, base.fingerprint, data, data.fingerprint)
+        if warning:
+            st.warning(warning.replace("--preprocess ", "preprocessing "))
         working = st.session_state.get("working")
         if working:
             m = working["metrics"]
@@ -178,6 +290,16 @@ def sidebar() -> None:
                       delta=f"{(m['accuracy'] - metrics['accuracy']) * 100:+.2f} pts")
             st.caption(f"{working['label']}: {m['size_bytes'] / 1024:.1f} KiB "
                        f"(baseline {metrics['size_bytes'] / 1024:.1f} KiB)")
+            note = data.scoring_note()
+            if note:
+                st.caption(note[0].upper() + note[1:].split(";")[0] + ".")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _plausibility(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> str | None:
+    from compression.evaluate import plausibility_warning
+
+    return plausibility_warning(_model, _data)
 
 
 # ---- compressed results, cached once per (model, config, data) -------------------------------
@@ -186,7 +308,7 @@ def sidebar() -> None:
 def _reference_logits(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> torch.Tensor:
     from compression.evaluate import predict_logits
 
-    return predict_logits(_model, _data.test.X)
+    return predict_logits(_model, _data.scored.X)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)

@@ -6,7 +6,7 @@ import streamlit as st
 from compression import cases
 from compression.figures_cases import case_figures
 from pages._analysis_ui import finished_result, intro
-from pages._common import job_panel, show_error, sidebar, start_background
+from pages._common import job_panel, show_error, start_background
 
 TITLES = {"pruning-retraining": "Pruning + retraining", "deep-compression": "Deep Compression",
           "distillation": "Distillation", "quantization-granularity": "Quantization granularity",
@@ -35,7 +35,6 @@ EXPLAIN = {
                          "and is measured against a uniform plan.",
 }
 
-sidebar()
 st.title("Case studies")
 intro("Each tab re-runs a published result end to end on the bundled 8x8 digits, seeded. The data set and "
       "models are far smaller than the papers', so the numbers differ: what should hold is the **shape** of each "

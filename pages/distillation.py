@@ -6,17 +6,16 @@ from compression import zoo
 from compression.figures_analysis import curve_figure, distill_work
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
 from pages._common import (add_result, current_base, current_data, current_device, job_panel,
-                           keep_as_working, own_demo_model, show_error, sidebar, start_background)
+                           keep_as_working, own_demo_model, show_error, start_background)
 
 JOB = "kd_job"
 CURRENT = "current"
 
-sidebar()
 st.title("Distillation")
 intro("Knowledge distillation trains a small *student* on a large *teacher*'s output probabilities, "
       "softened by a temperature T, mixed with the true labels by α (α = 1: teacher only). The curves "
       "show validation accuracy and loss per epoch for the distilled student (solid) and the same "
-      "student trained without the teacher (dotted); the metrics compare the two on the test split.")
+      "student trained without the teacher (dotted); the metrics compare the two on the scored samples.")
 
 data = current_data()
 names = zoo.list_models()
@@ -85,7 +84,7 @@ if result and result.get("distilled"):
     distilled, baseline, teacher_m = result["distilled"], result.get("baseline"), result.get("teacher")
     dm, bm = distilled["metrics"], baseline["metrics"] if baseline else None
     tm = teacher_m or {}
-    st.subheader("Result on the test split")
+    st.subheader(f"Result on the {data.eval_split} split ({len(data.scored)} samples)")
     c1, c2, c3, c4 = st.columns(4)
     metric_delta(c1, "Distilled student accuracy", dm["accuracy"], bm["accuracy"] if bm else None,
                  help="delta: against the same student trained without the teacher")

@@ -5,9 +5,8 @@ import streamlit as st
 from compression.attribution import METHODS, compare_attributions, predicted_class
 from compression.figures_analysis import attribution_figure
 from pages._analysis_ui import intro
-from pages._common import compressed_model, current_base, current_data, show_error, sidebar
+from pages._common import compressed_model, current_base, current_data, show_error
 
-sidebar()
 st.title("Explain")
 intro("An attribution method scores every input pixel by how much it pushes the model towards its "
       "prediction (red: towards, blue: against). If compression kept the model's reasoning, the compressed "
@@ -16,10 +15,11 @@ intro("An attribution method scores every input pixel by how much it pushes the 
       "for the class the original predicts and on one colour scale per row.")
 
 data, base = current_data(), current_base()
-n = len(data.test)
+n = len(data.scored)
 c1, c2 = st.columns([3, 1])
-indices = c1.multiselect("Test images", list(range(n)), default=[i for i in (0, 1, 2) if i < n], key="ex_indices",
-                         max_selections=6, format_func=lambda i: f"#{i} ({data.class_names[int(data.test.y[i])]})")
+indices = c1.multiselect(f"Samples ({data.eval_split} split)", list(range(n)), default=[i for i in (0, 1, 2) if i < n],
+                         key="ex_indices", max_selections=6,
+                         format_func=lambda i: f"#{i} ({data.class_names[int(data.scored.y[i])]})")
 method = c2.selectbox("Method", list(METHODS), key="ex_method", format_func=lambda m: m.replace("_", " "))
 
 original = st.session_state.get("original")
@@ -45,7 +45,7 @@ if not indices:
     st.info("Pick at least one test image.")
     st.stop()
 
-x = data.test.X[indices]  # (B, C, H, W)
+x = data.scored.X[indices]  # (B, C, H, W)
 try:
     with st.spinner("Computing attributions…"):
         res = compare_attributions(reference, compressed, x, method)
@@ -66,7 +66,7 @@ agree = int((pred_o == pred_c).sum())
 c4.metric("Same prediction", f"{agree}/{len(indices)}",
           delta=f"{agree - len(indices)}" if agree < len(indices) else None)
 names = data.class_names
-rows = [f"#{i} true {names[int(data.test.y[i])]}, pred {names[int(po)]}→{names[int(pc)]}, sim {s:.2f}"
+rows = [f"#{i} true {names[int(data.scored.y[i])]}, pred {names[int(po)]}→{names[int(pc)]}, sim {s:.2f}"
         for i, po, pc, s in zip(indices, pred_o, pred_c, sims)]
 st.plotly_chart(attribution_figure(list(x), {"original": list(res["original"]), what: list(res["compressed"])},
                                    row_titles=rows), key="ex_fig")

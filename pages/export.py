@@ -6,9 +6,8 @@ from compression.recipes import dumps_recipe, recipe_from_data
 from compression.report import html_report, runs_csv
 from compression.store import Store
 from compression.summary import layer_table
-from pages._common import current_base, current_data, show_error, sidebar
+from pages._common import current_base, current_data, show_error
 
-sidebar()
 st.title("Export")
 with st.expander("What you can take away", expanded=True):
     st.write("The working model (the last one you kept, or the original) in a format of your choice; "

@@ -4,11 +4,10 @@ import streamlit as st
 
 from compression.figures import bar_figure, curve_figure
 from compression.lowrank import LowRankConfig
-from pages._common import (add_result, base_metrics, compressed_latency, compressed_result, curve, keep_as_working,
-                           metric_row, show_error, sidebar)
+from pages._common import (accuracy_label, add_result, base_metrics, compressed_latency, compressed_result,
+                           current_data, curve, keep_as_working, metric_row, show_error)
 from pages._compress_ui import compressed_copy, intro
 
-sidebar()
 st.title("Low-rank factorisation")
 intro("A weight matrix is replaced by the product of two thin matrices from its truncated SVD, keeping only "
       "the strongest directions. Fewer parameters and multiply-accumulates when the kept rank is small; "
@@ -53,7 +52,7 @@ if result["report"]["skipped"]:
     left.caption("Not factorised: " + "; ".join(f"{s['layer']} ({s['reason']})" for s in result["report"]["skipped"]))
 try:
     df = curve({x: make_config(x) for x in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)}, "rank_ratio")
-    right.plotly_chart(curve_figure(df, "rank_ratio", "accuracy", "Test accuracy vs rank ratio",
+    right.plotly_chart(curve_figure(df, "rank_ratio", "accuracy", f"{accuracy_label(current_data())} vs rank ratio",
                                     marker_x=ratio, baseline=base_m["accuracy"]), key="lowrank_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")

@@ -3,14 +3,14 @@ import streamlit as st
 
 from compression.figures import confusion_figure, layer_share_figure
 from compression.summary import layer_table
-from pages._common import base_metrics, current_base, current_data, show_error, sidebar
+from pages._common import accuracy_label, base_metrics, current_base, current_data, show_error
 
-sidebar()
 st.title("Model & data")
 with st.expander("What this page shows", expanded=False):
     st.write("The model you are about to compress and how it does before any compression: its layers "
              "(parameters and multiply-accumulates per layer) and its accuracy, size and measured latency "
-             "on the test split. Every other page compares against these numbers.")
+             "on the scored samples (the test split of the digits; the whole file, or the part chosen in the data "
+             "panel, for your own data). Every other page compares against these numbers.")
 
 base, data = current_base(), current_data()
 try:
@@ -20,7 +20,7 @@ except Exception as exc:
     st.stop()
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Test accuracy", f"{m['accuracy']:.2%}")
+c1.metric(accuracy_label(data), f"{m['accuracy']:.2%}", help=f"on the {m['split']} split, {m['n_samples']} samples")
 c2.metric("Parameters", f"{m['params']:,}")
 c3.metric("Size", f"{m['size_bytes'] / 1024:.1f} KiB", help=m["size_method"])
 c4.metric("Latency", f"{m['latency_ms']:.2f} ms",

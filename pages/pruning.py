@@ -8,13 +8,13 @@ from compression.figures_compress import layer_pruning_figure
 from compression.layers import weight_layers
 from compression.pruning import ChannelPruneConfig, PruneConfig, finetune
 from compression.training import TrainConfig
-from pages._common import (add_result, base_metrics, compressed_latency, compressed_result, current_base, current_data,
-                           current_device, curve, epoch_callback, keep_as_working, metric_row, show_error, sidebar)
+from pages._common import (accuracy_label, add_result, base_metrics, compressed_latency, compressed_result,
+                           current_base, current_data, current_device, curve, epoch_callback, keep_as_working,
+                           metric_row, show_error)
 from pages._compress_ui import compressed_copy, intro, tune_ui
 
 CHANNEL_MAX = 0.95  # structured pruning keeps at least 5% of each layer's channels
 
-sidebar()
 st.title("Pruning")
 intro("Pruning sets the least important weights to zero (unstructured: magnitude, random or Taylor "
       "scores) or removes whole channels (structured). Unstructured zeros shrink the stored file but not the "
@@ -80,7 +80,7 @@ levels = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95] + ([] if method == "chan
 c1, c2 = st.columns(2)
 try:
     df = curve({s: make_config(s) for s in levels}, "sparsity")
-    c1.plotly_chart(curve_figure(df, "sparsity", "accuracy", f"Test accuracy vs sparsity ({method})",
+    c1.plotly_chart(curve_figure(df, "sparsity", "accuracy", f"{accuracy_label(current_data())} vs sparsity ({method})",
                                  marker_x=cfg.sparsity, baseline=base_m["accuracy"]), key="prune_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")

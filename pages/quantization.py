@@ -6,11 +6,10 @@ from compression.figures import curve_figure
 from compression.figures_compress import sim_vs_real_figure, sqnr_figure
 from compression.quantization import QuantConfig, qat_finetune
 from compression.training import TrainConfig
-from pages._common import (add_result, base_metrics, compressed_result, current_base, current_data, curve,
-                           epoch_callback, keep_as_working, metric_row, show_error, sidebar)
+from pages._common import (accuracy_label, add_result, base_metrics, compressed_result, current_base,
+                           current_data, curve, epoch_callback, keep_as_working, metric_row, show_error)
 from pages._compress_ui import compressed_copy, intro, real_int8, tune_ui
 
-sidebar()
 st.title("Quantization")
 intro("Quantization stores each weight as a small integer code (2-16 bits) plus a scale. The slider results "
       "are **simulated (fake quantization)**: weights (and optionally each layer's inputs) are rounded to "
@@ -78,8 +77,9 @@ if not rows.empty:
     left.plotly_chart(sqnr_figure(rows, bits), key="quant_sqnr")
 try:
     df = curve({b: make_config(b) for b in (2, 3, 4, 5, 6, 8, 10, 12, 16)}, "bits")
-    right.plotly_chart(curve_figure(df, "bits", "accuracy", "Test accuracy vs bit-width (simulated)", marker_x=bits,
-                                    baseline=base_m["accuracy"]), key="quant_curve")
+    title = f"{accuracy_label(current_data())} vs bit-width (simulated)"
+    right.plotly_chart(curve_figure(df, "bits", "accuracy", title, marker_x=bits, baseline=base_m["accuracy"]),
+                       key="quant_curve")
 except Exception as exc:
     show_error(exc, "Could not compute the curve")
 if real is not None:

@@ -7,9 +7,8 @@ import streamlit as st
 
 from compression.figures_analysis import store_frame, tradeoff_figure
 from pages._analysis_ui import filter_frame, intro
-from pages._common import show_error, sidebar
+from pages._common import show_error
 
-sidebar()
 st.title("Runs")
 intro("Every run recorded in the experiment store (a SQLite file; the CLI records runs with its store "
       "option, the app with its own). Filter the table, pick runs to compare their settings and numbers "

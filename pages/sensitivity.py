@@ -8,13 +8,12 @@ from compression.figures_analysis import (allocation_figure, correlation_figure,
                                           sweep_heatmap_figure, sweep_lines_figure, sweep_work)
 from compression.proxies import measured_sensitivity
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
-from pages._common import current_base, current_data, current_device, job_panel, show_error, sidebar, start_background
+from pages._common import current_base, current_data, current_device, job_panel, show_error, start_background
 
 JOB = "sens_job"
 LEVELS = {"prune": ("sparsity", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.3, 0.5, 0.7, 0.9]),
           "quantize": ("bits", [2, 3, 4, 5, 6, 8], [2, 3, 4, 8])}
 
-sidebar()
 st.title("Sensitivity")
 intro("Each layer is compressed on its own, at each level, while the rest of the model stays intact; the "
       "drop in validation accuracy shows how much that layer can take. Steep lines and red cells are "

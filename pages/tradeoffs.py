@@ -5,9 +5,8 @@ import streamlit as st
 
 from compression.figures_analysis import TRADEOFF_COLUMNS, pareto_front, results_frame, store_frame, tradeoff_figure
 from pages._analysis_ui import baseline_or_none, intro, metric_delta
-from pages._common import current_base, show_error, sidebar
+from pages._common import current_base, show_error
 
-sidebar()
 st.title("Trade-offs")
 intro("Every compressed model you evaluated is one point: accuracy (up is better) against size or latency "
       "(left is better). The dashed red line joins the Pareto front: the results no other result beats on "

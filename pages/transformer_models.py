@@ -8,7 +8,7 @@ import streamlit as st
 from compression import transformers_support as ts
 from compression.figures import bar_figure, histogram_figure
 from compression.hf_export import hf_zip_bytes
-from pages._common import job_panel, show_error, sidebar, start_background
+from pages._common import job_panel, show_error, start_background
 
 DISTILL_JOB = "hf_distill_job"
 SAMPLE, UPLOAD = "sample sentences (bundled)", "upload .txt / .csv"
@@ -27,7 +27,6 @@ def record_hf_run(hf, data, result: dict) -> None:
         st.caption(f"Not recorded in the experiment store: {exc}")
 
 
-sidebar()
 st.title("Transformers")
 with st.expander("What this page does", expanded=False):
     st.write("A BERT, RoBERTa, DistilBERT or GPT-2 folder from `save_pretrained` (safetensors only), or a tiny "

@@ -4,13 +4,12 @@ import streamlit as st
 from compression.curves import quant_grid
 from compression.figures import quant_grid_figure
 from compression.figures_compress import activation_grid_figure, grid_table, subsample, weight_stats
-from pages._common import show_error, sidebar
+from pages._common import show_error
 from pages._compress_ui import intro, weights_and_inputs
 
 CALIBRATIONS = ["minmax", "percentile", "mse"]
 PERCENT = st.column_config.NumberColumn(format="percent")
 
-sidebar()
 st.title("Weights")
 intro("How each layer's weights and inputs are distributed. Heavy tails and outliers (high kurtosis) make "
       "a layer hard to quantize: a min-max grid stretches its few levels to reach the largest values, while "

@@ -82,6 +82,14 @@ def assert_normalised(ds) -> None:
     assert abs(float(X.std(correction=0)) - 1.0) < 1e-3
 
 
+def assert_as_given(ds) -> None:
+    """A file's values reach the model as stored, and every sample is scored."""
+    assert (ds.preprocess.kind, ds.eval_split, ds.mean, ds.std) == ("none", "all", 0.0, 1.0)
+    assert len(ds.scored) == sum(ds.sizes().values())
+    rows = torch.cat([ds.train.X, ds.val.X, ds.test.X]).flatten(1)
+    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, ds.scored.X.flatten(1).tolist()))
+
+
 def denormalised(ds, split: str = "train") -> np.ndarray:
     return ds.split(split).X.numpy() * ds.std + ds.mean
 
@@ -98,7 +106,9 @@ def test_npz_flat_features_load(tmp_path):
     assert sum(ds.sizes().values()) == 60 and ds.sizes() == {"train": 36, "val": 12, "test": 12}
     assert ds.train.X.dtype == torch.float32 and ds.train.y.dtype == torch.int64
     assert ds.meta["format"] == "npz"
-    assert_normalised(ds)
+    assert_as_given(ds)
+    assert np.allclose(ds.scored.X.numpy(), X)                      # the file's order, its values
+    assert_normalised(load_data_file(tmp_path / "blobs.npz", preprocess="standardize"))
 
 
 @pytest.mark.parametrize("shape, expected", [((40, 6, 7), (1, 6, 7)), ((40, 3, 4, 5), (3, 4, 5))])
@@ -108,7 +118,7 @@ def test_npz_image_shapes(tmp_path, shape, expected):
     y = np.tile(np.arange(2), 20)
     ds = load_data_file(write(tmp_path, "imgs.npz", npz_bytes(X=X, y=y)))
     assert ds.input_shape == expected and sum(ds.sizes().values()) == 40
-    assert_normalised(ds)
+    assert_as_given(ds)
 
 
 def test_npz_class_names_and_whole_float_labels(tmp_path):
@@ -125,7 +135,7 @@ def test_npz_round_trip_of_digits(tmp_path):
 
     bunch = sk_digits()
     path = write(tmp_path, "digits.npz", npz_bytes(X=bunch.images, y=bunch.target))  # (N, 8, 8) float64
-    ds, ref = load_data_file(path), load_digits()
+    ds, ref = load_data_file(path, preprocess="standardize", split="test"), load_digits()
     assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
     assert ds.sizes() == ref.sizes() == {"train": 1077, "val": 360, "test": 360}
     assert ds.fingerprint == ref.fingerprint
@@ -146,7 +156,7 @@ def test_image_zip_grayscale_with_ignored_files(tmp_path):
     assert ds.class_names == ("cat", "dog") and ds.num_classes == 2
     assert sum(ds.sizes().values()) == 20
     assert ds.meta["image_mode"] == "L" and ds.meta["ignored_files"] == 2  # README.txt, cat/notes.md
-    assert_normalised(ds)
+    assert_as_given(ds)
     raw = denormalised(ds)
     for label, value in ((0, 40.0), (1, 80.0)):
         np.testing.assert_allclose(raw[ds.train.y.numpy() == label], value, atol=1e-3)
@@ -201,7 +211,7 @@ def test_csv_loads(tmp_path, text):
     assert ds.input_shape == (3,) and ds.num_classes == 2 and ds.class_names == ("0", "1")
     assert sum(ds.sizes().values()) == 30
     assert ds.meta["format"] == "csv"
-    assert_normalised(ds)
+    assert_as_given(ds)
 
 
 def test_csv_header_is_recorded(tmp_path):
@@ -360,7 +370,10 @@ def test_bad_x_shape(tmp_path):
 
 def test_values_too_large_to_normalise(tmp_path):
     X, y = blobs()
-    assert "too large to normalise" in load_error(tmp_path, "huge.npz", npz_bytes(X=X * 1e30, y=y))
+    assert "too large to normalise" in load_error(tmp_path, "huge.npz", npz_bytes(X=X * 1e30, y=y),
+                                                  preprocess="standardize")
+    assert "too large for float32" in load_error(tmp_path, "tiny_std.npz", npz_bytes(X=X * 1e30, y=y),
+                                                 preprocess="0,1e-30")
 
 
 def test_mixed_image_sizes(tmp_path):
