@@ -19,6 +19,7 @@ from torch import nn
 
 from compression.data import Dataset
 from compression.errors import ConfigError
+from compression.layers import get_module
 
 MAX_UNITS = 200_000   # capacity axis of the knapsack; larger budgets are scaled down (conservatively)
 
@@ -27,7 +28,7 @@ MAX_UNITS = 200_000   # capacity axis of the knapsack; larger budgets are scaled
 
 def layer_sizes(model: nn.Module, layers: Iterable[str]) -> dict[str, int]:
     """Number of weights of each named layer."""
-    return {n: model.get_submodule(n).weight.numel() for n in layers}
+    return {n: get_module(model, n).weight.numel() for n in layers}
 
 
 def cost_curves(sweep: pd.DataFrame, value: str = "loss", kind: str = "prune") -> dict[str, pd.Series]:
@@ -234,7 +235,7 @@ def achieved_sparsity(model: nn.Module, layers: Iterable[str]) -> float:
     """Fraction of zeros over the given layers' weights, masks applied."""
     zeros = total = 0
     for n in layers:
-        w = model.get_submodule(n).weight.detach()
+        w = get_module(model, n).weight.detach()
         zeros, total = zeros + int((w == 0).sum()), total + w.numel()
     return zeros / max(total, 1)
 

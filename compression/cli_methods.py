@@ -41,13 +41,24 @@ def _record(args: argparse.Namespace, kind: str, model_id: str, data, config: di
     return store.record(kind, model_id, f"{data.name}:{data.fingerprint}", config, metrics, artefacts)
 
 
-def _save(model, path: str | None) -> dict:
+ORIGINAL_FORMATS = ("torchscript", "exported")  # a user's own architecture saves back in its format
+
+
+def _save(model, path: str | None, loaded=None, example=None) -> dict:
+    """Write the compressed model to `path`: the compact format for models on a built-in
+    architecture; a user's TorchScript or torch.export model in its own format (compact stores
+    only built-in architectures), traced with `example`."""
     if not path:
         return {}
+    if loaded is not None and loaded.arch is None and loaded.kind in ORIGINAL_FORMATS:
+        from compression.export import export_model
+
+        written = export_model(model, loaded.kind, path, example)
+        return {"saved": str(path), "saved_bytes": written.size_bytes, "saved_format": loaded.kind}
     from compression.compact import save_compact
 
     written = save_compact(model, Path(path))
-    return {"saved": str(path), "saved_bytes": written}
+    return {"saved": str(path), "saved_bytes": written, "saved_format": "compact"}
 
 
 def finish(args: argparse.Namespace, loaded, data, model, report, baseline_model=None) -> dict:
@@ -64,7 +75,7 @@ def finish(args: argparse.Namespace, loaded, data, model, report, baseline_model
     result["config"] = report.config
     result["layers"] = report.layers
     result["skipped"] = [{"layer": n, "reason": r} for n, r in report.skipped]
-    artefacts = _save(model, getattr(args, "save", None))
+    artefacts = _save(model, getattr(args, "save", None), loaded, data.val.X[:1])
     result.update(artefacts)
     run_id = _record(args, report.config.get("kind", report.method), f"{loaded.name}:{loaded.fingerprint}",
                      data, report.config, {k: v for k, v in result.items() if k not in ("layers", "config")},

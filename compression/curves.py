@@ -10,7 +10,7 @@ from torch import nn
 from compression.config import MethodConfig, compress
 from compression.data import Dataset
 from compression.evaluate import accuracy_and_loss
-from compression.layers import weight_layers
+from compression.layers import is_frozen_code, weight_layers
 
 
 def sweep_configs(model: nn.Module, data: Dataset, configs: dict[float, MethodConfig], x: str,
@@ -31,14 +31,21 @@ def weight_arrays(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
-    """The input each weight layer receives for a calibration batch `x` (hooks removed after)."""
+    """The input each weight layer receives for a calibration batch `x` (hooks removed after).
+    Empty for TorchScript, whose modules take no hooks."""
+    if is_frozen_code(model):
+        return {}
     layers, _ = weight_layers(model)
     seen: dict[str, np.ndarray] = {}
     handles = [m.register_forward_pre_hook(lambda _m, inp, n=n: seen.__setitem__(n, inp[0].detach().flatten().numpy()))
                for n, m in layers.items()]
     try:
         with torch.inference_mode():
-            model.eval()(x)
+            try:
+                model.eval()
+            except NotImplementedError:  # a torch.export module cannot switch modes: it runs as exported
+                pass
+            model(x)
     finally:
         for h in handles:
             h.remove()

@@ -84,7 +84,14 @@ def check_layer_names(model: nn.Module, names, what: str = "layer") -> None:
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name) if name else model
+    """The submodule at dotted `name` ('' is the model), TorchScript modules included (they have
+    no get_submodule)."""
+    if not is_frozen_code(model):
+        return model.get_submodule(name) if name else model
+    module = model
+    for part in name.split(".") if name else ():
+        module = getattr(module, part)
+    return module
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:

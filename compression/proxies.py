@@ -19,7 +19,7 @@ from torch import nn
 from compression.attribution import hooks_guard
 from compression.data import Dataset
 from compression.errors import ConfigError, UnsupportedLayerError
-from compression.layers import weight_layers
+from compression.layers import get_module, weight_layers
 from compression.sensitivity import private_copy, sweep_layers
 
 IMPORTANCE_METHODS = ("gradxact", "conductance")
@@ -53,7 +53,7 @@ def _grad_model(model: nn.Module, names: Sequence[str]) -> tuple[nn.Module, list
     """A private copy (eval, no in-place activations) whose only trainable tensors are the
     weights of `names`."""
     m = private_copy(model)
-    params = [m.get_submodule(n).weight.requires_grad_(True) for n in names]
+    params = [get_module(m, n).weight.requires_grad_(True) for n in names]
     return m, params
 
 
@@ -134,7 +134,7 @@ def channel_importance(model: nn.Module, data: Dataset, layer: str, method: str 
     m = private_copy(model)
     x, y = _samples(data, split, n)
     with hooks_guard(m):
-        attr = _layer_attribution(m, m.get_submodule(layer), x, y, method, n_steps)
+        attr = _layer_attribution(m, get_module(m, layer), x, y, method, n_steps)
     return _channel_scores(attr)
 
 
@@ -148,7 +148,7 @@ def layer_importance(model: nn.Module, data: Dataset, method: str = "gradxact", 
     out = {}
     with hooks_guard(m):
         for name in names:
-            attr = _layer_attribution(m, m.get_submodule(name), x, y, method, n_steps)
+            attr = _layer_attribution(m, get_module(m, name), x, y, method, n_steps)
             out[name] = _channel_scores(attr).sum().item()
     return out
 
@@ -224,7 +224,7 @@ def proxy_table(model: nn.Module, data: Dataset, sweep: pd.DataFrame, level: flo
     for col in ("params", "mean_abs", "std", "kurtosis", "outlier_frac", "range"):
         table[col] = stats[col].to_numpy()
     hess = hutchinson(model, data, names, n_samples=hessian_samples, seed=seed)
-    weights = {n: model.get_submodule(n).weight.detach() for n in names}
+    weights = {n: get_module(model, n).weight.detach() for n in names}
     table["hessian_trace"] = [hess[n][0] for n in names]
     table["hessian_per_param"] = [hess[n][0] / weights[n].numel() for n in names]
     table["obd_saliency"] = [0.5 * (hess[n][1] * weights[n].double().pow(2)).sum().item() for n in names]

@@ -182,7 +182,12 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
 def finetune(model: nn.Module, data: Dataset, train_cfg: TrainConfig, teacher: nn.Module | None = None,
              callback=None, stop=None, device: str | None = None) -> tuple[nn.Module, Report]:
     """Recovery fine-tuning with masks fixed (only weight_orig trains; weight = orig * mask),
-    on `device` if given (the tuned model comes back to the CPU)."""
+    on `device` if given (the tuned model comes back to the CPU). Refused on TorchScript: its
+    zeros are written into the weights (no masks), so training would grow them back."""
+    if is_frozen_code(model):
+        raise UnsupportedLayerError("Fine-tuning a pruned TorchScript model would grow its zeros back (TorchScript "
+                                    "keeps no pruning masks): export your model with torch.export (a .pt2 file) "
+                                    "to fine-tune after pruning.")
     before, _ = accuracy_and_loss(model, data.val)
     tuned, history = fit(model, data, train_cfg, teacher=teacher, callback=callback, stop=stop, device=device)
     after, _ = accuracy_and_loss(tuned, data.val)

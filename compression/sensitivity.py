@@ -32,7 +32,8 @@ from torch import nn
 from compression.data import Dataset
 from compression.devices import resolve
 from compression.errors import ConfigError, UnsupportedLayerError
-from compression.layers import WEIGHT_LAYERS, check_layer_names, weight_layers
+from compression.layers import (WEIGHT_LAYERS, check_layer_names, get_module, is_frozen_code, refuse_frozen_code,
+                                weight_layers)
 from compression.training import StopFlag, is_stopped
 
 DEFAULT_LEVELS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(20))  # 0.0 .. 0.95
@@ -73,7 +74,12 @@ def private_copy(model: nn.Module) -> nn.Module:
     for module in m.modules():
         if isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False
-    return m.requires_grad_(False)
+    if not is_frozen_code(m):
+        return m.requires_grad_(False)
+    for p in m.parameters():  # a ScriptModule has no requires_grad_; its copied tensors may not be leaves
+        if p.is_leaf:
+            p.requires_grad_(False)
+    return m
 
 
 def sweep_layers(model: nn.Module, layers: Sequence[str] | None = None,
@@ -254,7 +260,7 @@ class SweepEngine:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.layers = list(layers)
-        self.originals = {n: self.model.get_submodule(n).weight.detach().clone() for n in self.layers}
+        self.originals = {n: get_module(self.model, n).weight.detach().clone() for n in self.layers}
         self.gm, self.note = trace(self.model) if reuse else (None, "reuse turned off")
         self.suffixes: dict[str, Suffix] = {}
         self.caches: list[dict[fx.Node, torch.Tensor]] = []
@@ -283,7 +289,7 @@ class SweepEngine:
         handle = None
         if layer is not None and input_fn is not None:
             hook = lambda mod, args: (input_fn(layer, args[0], level), *args[1:])  # noqa: E731
-            handle = self.model.get_submodule(layer).register_forward_pre_hook(hook)
+            handle = get_module(self.model, layer).register_forward_pre_hook(hook)
         try:
             return torch.cat([self.model(self._input(x)) for x in self.ev.chunks()]).float().cpu()
         finally:
@@ -303,7 +309,7 @@ class SweepEngine:
 
     def evaluate(self, layer: str, level: Any, weight_fn: WeightFn | None, input_fn: InputFn = None) -> dict:
         """Score the model with only `layer` changed; the weight is restored afterwards."""
-        weight = self.model.get_submodule(layer).weight
+        weight = get_module(self.model, layer).weight
         original = self.originals[layer]
         with torch.inference_mode():
             new = weight_fn(layer, original, level) if weight_fn is not None else original
@@ -519,6 +525,7 @@ def quant_sweep(model: nn.Module, data: Dataset, bits: Sequence[int] = DEFAULT_B
     names = list(sweep_layers(model, layers, include_embedding))
     input_fn = None
     if activations:
+        refuse_frozen_code(model, "an activation quantization sweep")
         qp = activation_qparams(model, data.train.X[:calibration_samples], names, bits, spec)
         input_fn = activation_fn(qp)
     engine = SweepEngine(model, eval_set(data, split, subsample, batch_size, seed), names, reuse, device)

@@ -4,7 +4,8 @@ import streamlit as st
 from compression.curves import quant_grid
 from compression.figures import quant_grid_figure
 from compression.figures_compress import activation_grid_figure, grid_table, subsample, weight_stats
-from pages._common import show_error
+from compression.layers import is_frozen_code
+from pages._common import current_base, show_error
 from pages._compress_ui import intro, weights_and_inputs
 
 CALIBRATIONS = ["minmax", "percentile", "mse"]
@@ -55,7 +56,9 @@ try:
         right.dataframe(grid_table(acts, act_grids), hide_index=True, width="stretch", key="weights_act_table",
                         column_config={"clipped": PERCENT})
     else:
-        right.info(f"No input was recorded for {layer} (an Embedding takes indices, not values).")
+        right.info(f"No input was recorded for {layer}: " + (
+            "TorchScript modules take no hooks (export with torch.export to see inputs)."
+            if is_frozen_code(current_base().model) else "an Embedding takes indices, not values."))
 except Exception as exc:
     show_error(exc, "Could not draw the quantization grids")
 if len(values) > 50_000 or (acts is not None and acts.size > 50_000):

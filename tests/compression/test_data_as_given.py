@@ -12,7 +12,7 @@ from torch import nn
 
 from compression.cli import main
 from compression.data import Preprocess, load_data, load_digits, parse_preprocess
-from compression.errors import ConfigError, DataError
+from compression.errors import ConfigError, DataError, UnsupportedLayerError
 from compression.evaluate import evaluate, plausibility_warning
 from compression.loading import load_model
 
@@ -163,3 +163,44 @@ def test_a_recipe_carries_its_data_options(user, capsys, tmp_path):
     recipe.write_text("data: {preprocess: zscore}\nsteps:\n  - {kind: prune, sparsity: 0.3}\n")
     assert main(["run", str(recipe), "--model", "demo:mlp"]) == 2
     assert "Unknown preprocessing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cnn.pt", "cnn.pt2"])
+def test_sweeps_proxies_and_allocation_on_user_formats(user, name):
+    from compression.allocation import plan_and_apply
+    from compression.proxies import weight_stats
+    from compression.sensitivity import prune_sweep, quant_sweep
+
+    d, _, _, _ = user
+    model, data = load_model(d / name).model, load_data(d / "images.npz")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sweep = prune_sweep(model, data, levels=(0.0, 0.5, 0.95))
+    assert set(sweep["layer"]) == {"stem", "res", "head"}
+    worst = sweep[sweep["level"] == 0.95].set_index("layer")["accuracy"]
+    assert worst.min() < sweep[sweep["level"] == 0.0]["accuracy"].min() - 0.05    # pruning hurts somewhere
+    bits = quant_sweep(model, data, bits=(2, 8))
+    assert (bits[bits["level"] == 8]["accuracy"] > 0.95).all()
+    assert list(weight_stats(model)["layer"]) == ["stem", "res", "head"]
+    plan = plan_and_apply(model, data, sweep, 0.5)
+    assert plan.split == "all" and plan.achieved == pytest.approx(0.5, abs=0.05)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the original is untouched
+    if name == "cnn.pt":
+        with pytest.raises(UnsupportedLayerError, match="torch.export"):
+            quant_sweep(model, data, bits=(4,), activations=True)
+
+
+@pytest.mark.parametrize("name", ["cnn.pt", "cnn.pt2"])
+def test_a_compressed_user_model_saves_in_its_format_and_loads_back(user, capsys, tmp_path, name):
+    from compression.pruning import finetune
+    from compression.training import TrainConfig
+
+    d, _, images, _ = user
+    out = _run(capsys, "prune", "--model", str(d / name), "--data", str(d / "images.npz"), "--sparsity", "0.6",
+               "--save", str(tmp_path / name))
+    assert out["saved_format"] == ("torchscript" if name == "cnn.pt" else "exported")
+    back = _run(capsys, "evaluate", "--model", str(tmp_path / name), "--data", str(d / "images.npz"))
+    assert (back["accuracy"], back["nonzero_params"]) == (out["accuracy"], out["nonzero_params"])
+    assert out["nonzero_params"] < 0.5 * out["baseline"]["nonzero_params"]
+    if name == "cnn.pt":
+        with pytest.raises(UnsupportedLayerError, match="grow its zeros back"):
+            finetune(load_model(tmp_path / name).model, load_data(d / "images.npz"), TrainConfig(epochs=1))
