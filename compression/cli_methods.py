@@ -41,16 +41,17 @@ def _record(args: argparse.Namespace, kind: str, model_id: str, data, config: di
     return store.record(kind, model_id, f"{data.name}:{data.fingerprint}", config, metrics, artefacts)
 
 
-ORIGINAL_FORMATS = ("torchscript", "exported")  # a user's own architecture saves back in its format
+ORIGINAL_SUFFIXES = {"torchscript": ".pt", "exported": ".pt2"}  # a user's model may save back in its format
 
 
 def _save(model, path: str | None, loaded=None, example=None) -> dict:
-    """Write the compressed model to `path`: the compact format for models on a built-in
-    architecture; a user's TorchScript or torch.export model in its own format (compact stores
-    only built-in architectures), traced with `example`."""
+    """Write the compressed model to `path` in the compact format, or, for a user's TorchScript or
+    torch.export model saved to a path with its format's suffix (.pt, .pt2), in that format
+    (traced with `example`)."""
     if not path:
         return {}
-    if loaded is not None and loaded.arch is None and loaded.kind in ORIGINAL_FORMATS:
+    own = ORIGINAL_SUFFIXES.get(loaded.kind) if loaded is not None and loaded.arch is None else None
+    if own is not None and Path(path).suffix == own:
         from compression.export import export_model
 
         written = export_model(model, loaded.kind, path, example)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from compression.errors import CompressionError, ModelLoadError
+from compression.layers import get_module, is_frozen_code
 from compression.qinfo import QuantInfo
 
 MAGIC = b"CSTUDIO1"
@@ -344,8 +345,12 @@ def _check_header(header) -> None:
         raise ModelLoadError(f"This compact file has format version {header.get('version')!r}; this program "
                              f"reads version {VERSION}. Save the model again with this version.")
     arch = header.get("arch")
-    if not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
-            and all(_is_int(arch.get(k), 1, 1 << 16) for k in ("in_channels", "image_size", "num_classes"))):
+    if _is_user(header):
+        if arch.get("format") not in USER_FORMATS or header.get("structure") != [] \
+                or not _is_int(header.get("program_size"), 1, MAX_PAYLOAD):
+            raise _bad("the record of its own architecture is malformed")
+    elif not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
+              and all(_is_int(arch.get(k), 1, 1 << 16) for k in ("in_channels", "image_size", "num_classes"))):
         raise _bad("the architecture record is malformed")
     for entry in _list(header, "structure"):
         ok = isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"]
@@ -398,29 +403,137 @@ def _expected_tensors(arch: str, structure: str, acts: str) -> dict[str, tuple[t
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
 
 
+# ---- a user's own architecture ------------------------------------------------------------------
+
+USER = "user"
+USER_FORMATS = ("torchscript", "exported")
+
+
+def _is_user(header: dict) -> bool:
+    return isinstance(header.get("arch"), dict) and header["arch"].get("name") == USER
+
+
+def _is_exported(model: nn.Module) -> bool:
+    """A torch.export program's module: a GraphModule whose inputs carry export's example values."""
+    return isinstance(model, torch.fx.GraphModule) and any(
+        n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor) for n in model.graph.nodes)
+
+
+def _example_input(model: nn.Module) -> torch.Tensor:
+    """Zeros shaped like a torch.export module's input, with a batch of 2 (its batch dimension is
+    dynamic), read from the graph's placeholder."""
+    for node in model.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(val, torch.Tensor):
+            try:
+                return torch.zeros((2, *(int(d) for d in val.shape[1:])), dtype=val.dtype)
+            except (TypeError, RuntimeError):
+                break
+    raise CompressionError("The compact format cannot store this program: its input shape is not known "
+                           "beyond the batch dimension. Save it as a torch.export program instead.")
+
+
+_PROGRAMS: dict[str, bytes] = {}  # zeroed programs by structure signature (a few, kept small)
+
+
+def user_program(model: nn.Module) -> tuple[str, bytes]:
+    """(format, bytes) of a user model's architecture: a TorchScript module or a re-exported
+    torch.export program with every tensor zeroed (they compress to nearly nothing; the real values
+    are stored beside it, compressed), pruning masks folded and no activation-quantization hooks
+    (restored from the header on load). Cached per structure: a slider move does not re-export."""
+    from compression.export import folded_copy
+    from compression.quantization import remove_act_quant
+
+    if is_frozen_code(model):
+        fmt, code = "torchscript", str(model.inlined_graph)
+    elif _is_exported(model):
+        fmt, code = "exported", str(model.code) + repr([type(m).__name__ for m in model.modules()])
+    else:
+        raise CompressionError("The compact format stores built-in architectures, TorchScript modules and "
+                               "torch.export programs; this model is none of them. Export it as TorchScript, "
+                               "torch.export or safetensors instead.")
+    shapes = [(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items() if not k.endswith("_mask")]
+
+    def build() -> bytes:
+        buf = io.BytesIO()
+        if fmt == "torchscript":
+            torch.jit.save(model, buf)
+            copy = torch.jit.load(io.BytesIO(buf.getvalue()), map_location="cpu")
+        else:
+            copy = folded_copy(model)
+            for module in copy.modules():
+                remove_act_quant(module)
+        with torch.no_grad():
+            for t in copy.state_dict().values():
+                t.zero_()
+        buf = io.BytesIO()
+        if fmt == "torchscript":
+            torch.jit.save(copy, buf)
+        else:
+            dynamic = ({0: torch.export.Dim.DYNAMIC},)
+            program = torch.export.export(copy, (_example_input(model),), dynamic_shapes=dynamic)
+            torch.export.save(program, buf)
+        return buf.getvalue()
+
+    key = fmt + json.dumps([code, shapes])
+    if key not in _PROGRAMS:
+        try:
+            program = build()
+        except CompressionError:
+            raise
+        except Exception as exc:
+            raise CompressionError(f"The compact format cannot store this {fmt} model: writing its architecture "
+                                   f"failed ({str(exc).splitlines()[0][:160]}).") from None
+        if len(_PROGRAMS) >= 8:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = program
+    return fmt, _PROGRAMS[key]
+
+
+def _user_model(header: dict, program: bytes, program_loader) -> nn.Module:
+    """The user's architecture from its program, activation quantization attached, its tensors
+    checked against the header's before anything is decoded."""
+    if program_loader is None:
+        raise ModelLoadError("This compact file holds its own architecture: load it with "
+                             "compression.loading.load_model.")
+    model = program_loader(header["arch"]["format"], program)
+    if not is_frozen_code(model):
+        _attach_act_quant(model, header["act_quant"])
+    expected = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
+    stored = {e["name"]: (tuple(e["shape"]), e["dtype"]) for e in header["tensors"]}
+    if expected != stored:
+        diff = sorted(k for k in set(expected) | set(stored) if expected.get(k) != stored.get(k))[:5]
+        raise _bad(f"its tensors do not fit its architecture (first differences: {', '.join(diff)})")
+    return model
+
+
 # ---- files ----------------------------------------------------------------------------------------
 
 def _payload(model: nn.Module) -> bytes:
     from compression.evaluate import effective_weights
 
-    arch = getattr(model, "zoo_arch", None)
-    if not isinstance(arch, dict) or not set(ARCH_KEYS) <= set(arch):
-        raise CompressionError("The compact format stores models built on a built-in architecture; this model "
-                               "has none. Export it as TorchScript, torch.export or safetensors instead.")
     state = effective_weights(model)
     if any(not isinstance(v, torch.Tensor) or v.is_quantized for v in state.values()):
         raise CompressionError("This model holds real int8 (packed) weights, which the compact format does not "
                                "store; save it as TorchScript instead.")
+    arch, program = getattr(model, "zoo_arch", None), b""
+    if isinstance(arch, dict) and set(ARCH_KEYS) <= set(arch):
+        arch, structure = {k: arch[k] for k in ARCH_KEYS}, _structure(model)
+    else:  # a user's own architecture: its program, every tensor zeroed, travels in the file
+        fmt, program = user_program(model)
+        arch, structure = {"name": USER, "format": fmt}, []
     qinfos = {f"{n}.weight": m.weight_qinfo for n, m in model.named_modules() if hasattr(m, "weight_qinfo")}
     acts = {n: {"bits": int(m.act_bits), "symmetric": bool(m.act_symmetric)}
             for n, m in model.named_modules() if hasattr(m, "act_bits")}
     chunks: list[bytes] = []
     tensors = [_tensor_entry(k, v, qinfos.get(k), chunks) for k, v in state.items()]
-    header = {"version": VERSION, "arch": {k: arch[k] for k in ARCH_KEYS}, "structure": _structure(model),
-              "tensors": tensors, "act_quant": acts}
-    _check_shapes(header)  # what is written can be read back, or we say so now
+    header = {"version": VERSION, "arch": arch, "structure": structure, "tensors": tensors, "act_quant": acts}
+    if program:
+        header["program_size"] = len(program)
+    else:
+        _check_shapes(header)  # what is written can be read back, or we say so now
     text = json.dumps(header, separators=(",", ":")).encode()
-    return struct.pack("<I", len(text)) + text + b"".join(chunks)
+    return struct.pack("<I", len(text)) + text + b"".join(chunks) + program
 
 
 def to_bytes(model: nn.Module) -> bytes:
@@ -457,8 +570,9 @@ def _inflate(data: bytes) -> bytes:
     return payload
 
 
-def _parse(data: bytes) -> tuple[dict, list[list[bytes]]]:
-    """Header and each tensor's buffers, checked against each other and the architecture."""
+def _parse(data: bytes) -> tuple[dict, list[list[bytes]], bytes]:
+    """Header, each tensor's buffers and (a user's architecture) the program, checked against each
+    other and, for a built-in architecture, against the rebuilt architecture."""
     if not is_compact(data):
         raise ModelLoadError("Not a compact model file: it does not start with the CSTUDIO1 magic bytes.")
     payload = _inflate(data)
@@ -475,10 +589,14 @@ def _parse(data: bytes) -> tuple[dict, list[list[bytes]]]:
         blobs.append([payload[pos + sum(entry["sizes"][:i]):pos + sum(entry["sizes"][:i + 1])]
                       for i in range(len(entry["sizes"]))])
         pos += sum(entry["sizes"])
+    program = b""
+    if _is_user(header):
+        program, pos = payload[pos:pos + header["program_size"]], pos + header["program_size"]
     if pos != len(payload):
         raise _bad("its buffers do not add up to its header's sizes")
-    _check_shapes(header)
-    return header, blobs
+    if not _is_user(header):
+        _check_shapes(header)
+    return header, blobs, program
 
 
 def _read(file: str | Path | BinaryIO | bytes) -> bytes:
@@ -495,26 +613,37 @@ def _read(file: str | Path | BinaryIO | bytes) -> bytes:
     return data
 
 
-def load_compact(file: str | Path | BinaryIO | bytes) -> nn.Module:
+def load_compact(file: str | Path | BinaryIO | bytes, program_loader=None) -> nn.Module:
     """Rebuild a model written by save_compact, in eval mode, with its weight_qinfo and activation
-    quantization. Raises ModelLoadError for unreadable, truncated or damaged files."""
-    header, blobs = _parse(_read(file))
-    state = {e["name"]: _decode(e, parts) for e, parts in zip(header["tensors"], blobs)}
+    quantization. A file of a user's own architecture needs `program_loader(format, bytes)`
+    (compression.loading.load_program, which load_model passes); its tensors are checked against
+    the loaded program's before any is decoded. Raises ModelLoadError for unreadable, truncated
+    or damaged files."""
+    header, blobs, program = _parse(_read(file))
+    if _is_user(header):
+        model = _user_model(header, program, program_loader)
     try:
-        model = _rebuild(header["arch"], header["structure"])
-        _attach_act_quant(model, header["act_quant"])
+        if not _is_user(header):
+            model = _rebuild(header["arch"], header["structure"])
+            _attach_act_quant(model, header["act_quant"])
+        state = {e["name"]: _decode(e, parts) for e, parts in zip(header["tensors"], blobs)}
         model.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError, AttributeError, KeyError) as exc:
         raise _bad(f"it does not describe a valid model ({str(exc).splitlines()[0][:160]})") from None
     for entry, parts in zip(header["tensors"], blobs):
-        if entry["enc"] == "quant" and entry["name"].endswith(".weight"):
-            model.get_submodule(entry["name"].removesuffix(".weight")).weight_qinfo = quant_info(entry, parts)
-    return model.eval()
+        if entry["enc"] == "quant" and entry["name"].endswith(".weight") and not is_frozen_code(model):
+            get_module(model, entry["name"].removesuffix(".weight")).weight_qinfo = quant_info(entry, parts)
+    if is_frozen_code(model):
+        return model.eval()
+    try:
+        return model.eval()
+    except NotImplementedError:  # a torch.export module runs as exported
+        return model
 
 
 def describe_compact(file: str | Path | BinaryIO | bytes) -> list[dict]:
     """One row per stored tensor: how it is stored and its bytes before zlib vs dense fp32."""
-    header, _ = _parse(_read(file))
+    header, _, _ = _parse(_read(file))
     return [{"tensor": e["name"], "shape": tuple(e["shape"]), "encoding": e["enc"], "positions": e.get("positions"),
              "bits": e.get("bits"), "stored_bytes": sum(e["sizes"]), "fp32_bytes": 4 * math.prod(e["shape"])}
             for e in header["tensors"]]

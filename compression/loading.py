@@ -163,6 +163,28 @@ def build_with_state_dict(arch: str, state: dict[str, torch.Tensor], data: Datas
     return model.eval()
 
 
+def load_program(fmt: str, payload: bytes) -> nn.Module:
+    """A TorchScript module or a torch.export program (its layer ops lifted into real modules)
+    from a file's bytes; also the architecture inside a compact file of a
+    user's model. Raises ModelLoadError."""
+    if fmt == "torchscript":
+        try:
+            return torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
+        except Exception as exc:
+            raise ModelLoadError(f"The TorchScript file could not be loaded: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        with _no_unpickling():
+            program = torch.export.load(io.BytesIO(payload)).module()  # eval mode as exported
+        lift_graph_layers(program)  # its layer ops become real modules every method can find
+        return program
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        if "Weights only load failed" in str(exc):
+            raise ModelLoadError(_unsafe_message(exc)) from None
+        raise ModelLoadError(f"The torch.export program could not be loaded: {str(exc).splitlines()[0][:200]}") from None
+
+
 def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.Module, str]:
     payload_head = path.open("rb").read(64)
     names = None
@@ -175,24 +197,9 @@ def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.M
     if fmt == "compact":
         from compression import compact
 
-        return compact.load_compact(path), "compact"
-    if fmt == "torchscript":
-        try:
-            return torch.jit.load(str(path), map_location="cpu").eval(), "torchscript"
-        except Exception as exc:
-            raise ModelLoadError(f"The TorchScript file could not be loaded: {str(exc).splitlines()[0][:200]}") from None
-    if fmt == "exported":
-        try:
-            with _no_unpickling():
-                program = torch.export.load(io.BytesIO(path.read_bytes())).module()  # eval mode as exported
-            lift_graph_layers(program)  # its layer ops become real modules every method can find
-            return program, "exported"
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            if "Weights only load failed" in str(exc):
-                raise ModelLoadError(_unsafe_message(exc)) from None
-            raise ModelLoadError(f"The torch.export program could not be loaded: {str(exc).splitlines()[0][:200]}") from None
+        return compact.load_compact(path, program_loader=load_program), "compact"
+    if fmt in ("torchscript", "exported"):
+        return load_program(fmt, path.read_bytes()), fmt
     if fmt in ("safetensors", "torch_zip", "torch_legacy"):
         state = _load_state_dict_file(path, fmt)
         if arch is None:

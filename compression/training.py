@@ -15,8 +15,9 @@ from torch import nn
 from compression.config import check_range
 from compression.data import Dataset
 from compression.devices import model_device, resolve
-from compression.errors import ConfigError
+from compression.errors import ConfigError, UnsupportedLayerError
 from compression.evaluate import accuracy_and_loss, predict_logits
+from compression.layers import is_frozen_code
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, teacher: nn.Module | 
     Returns:
         (best model in eval mode, history: one dict per finished epoch).
     """
+    if is_frozen_code(model):
+        raise UnsupportedLayerError("Training a TorchScript model (fine-tuning, distillation into it) is not "
+                                    "supported: its parameters are frozen into compiled code. Export your model with "
+                                    "torch.export (a .pt2 file) to train it.")
     torch.manual_seed(cfg.seed)
     model = copy.deepcopy(model) if copy_model else model
     if device is not None:

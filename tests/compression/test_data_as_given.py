@@ -192,7 +192,7 @@ def test_sweeps_proxies_and_allocation_on_user_formats(user, name):
 @pytest.mark.parametrize("name", ["cnn.pt", "cnn.pt2"])
 def test_a_compressed_user_model_saves_in_its_format_and_loads_back(user, capsys, tmp_path, name):
     from compression.pruning import finetune
-    from compression.training import TrainConfig
+    from compression.training import TrainConfig, fit
 
     d, _, images, _ = user
     out = _run(capsys, "prune", "--model", str(d / name), "--data", str(d / "images.npz"), "--sparsity", "0.6",
@@ -204,3 +204,38 @@ def test_a_compressed_user_model_saves_in_its_format_and_loads_back(user, capsys
     if name == "cnn.pt":
         with pytest.raises(UnsupportedLayerError, match="grow its zeros back"):
             finetune(load_model(tmp_path / name).model, load_data(d / "images.npz"), TrainConfig(epochs=1))
+        with pytest.raises(UnsupportedLayerError, match="torch.export"):
+            fit(load_model(d / name).model, load_data(d / "images.npz"), TrainConfig(epochs=1))
+
+
+@pytest.mark.parametrize("name", ["cnn.pt", "cnn.pt2"])
+def test_a_compressed_user_model_saves_compact_with_its_architecture(user, capsys, tmp_path, name):
+    d, _, images, _ = user
+    args = ["--model", str(d / name), "--data", str(d / "images.npz")]
+    dense = _run(capsys, "evaluate", *args)
+    pruned = _run(capsys, "prune", *args, "--sparsity", "0.7", "--save", str(tmp_path / "p.cstudio"))
+    assert pruned["saved_format"] == "compact" and pruned["size_method"].startswith("compact format")
+    assert pruned["size_bytes"] < 0.7 * dense["size_bytes"]                   # true sizes for a user model
+    back = load_model(tmp_path / "p.cstudio")
+    assert back.kind == "compact"
+    again = _run(capsys, "evaluate", "--model", str(tmp_path / "p.cstudio"), "--data", str(d / "images.npz"))
+    assert (again["accuracy"], again["nonzero_params"]) == (pruned["accuracy"], pruned["nonzero_params"])
+    q = _run(capsys, "quantize", *args, "--bits", "4", "--save", str(tmp_path / "q.cstudio"))
+    assert load_model(tmp_path / "q.cstudio").model(images[:8]).shape == (8, 10)
+    assert q["size_bytes"] < 0.6 * dense["size_bytes"]                         # (the architecture takes a few KB)
+
+
+def test_a_damaged_user_compact_file_is_refused(user, tmp_path):
+    from compression.compact import _PROGRAMS, load_compact, to_bytes
+    from compression.errors import ModelLoadError
+    from compression.pruning import PruneConfig, prune
+
+    d, _, _, _ = user
+    pruned, _ = prune(load_model(d / "cnn.pt2").model, PruneConfig(sparsity=0.5))
+    data = to_bytes(pruned)
+    with pytest.raises(ModelLoadError, match="load it with compression.loading.load_model"):
+        load_compact(data)
+    (tmp_path / "cut.cstudio").write_bytes(data[:-40])
+    with pytest.raises(ModelLoadError):
+        load_model(tmp_path / "cut.cstudio")
+    assert _PROGRAMS                                          # the architecture was written once, then reused
