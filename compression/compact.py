@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import math
 import struct
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compression.devices import available_memory_bytes
 from compression.errors import CompressionError, ModelLoadError
 from compression.layers import get_module, is_frozen_code
 from compression.qinfo import QuantInfo
@@ -44,6 +46,9 @@ MAGIC = b"CSTUDIO1"
 VERSION = 2
 SMALL_PAYLOAD = 256 * 1024      # zlib level 6 up to this many bytes, level 1 above
 MAX_PAYLOAD = 1 << 31           # refuse to inflate more than 2 GiB (a damaged or hostile file)
+MAX_DECODED = 1 << 31           # tensors a file may decode to (and at most half the memory available)
+MAX_HEADER = 16 << 20           # bytes of JSON header
+MAX_TENSORS = 100_000
 HOW = ("compact format (sparse positions + values, bit-packed low-bit codes, byte-shuffled floats, "
        "zlib), bytes written")
 
@@ -361,11 +366,14 @@ def _check_header(header) -> None:
             ok = cls is not None and isinstance(entry.get("args"), dict) and set(entry["args"]) == set(SPECS[cls])
         if not ok:
             raise _bad(f"module record {str(entry)[:80]} is malformed")
+    if len(_list(header, "tensors")) > MAX_TENSORS:
+        raise _bad(f"it lists more than {MAX_TENSORS:,} tensors")
     for entry in _list(header, "tensors"):
         ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry.get("dtype") in DTYPES
               and entry.get("enc") in ("raw", "sparse", "quant") and isinstance(entry.get("shape"), list)
               and len(entry["shape"]) <= 8 and all(_is_int(d) for d in entry["shape"])
-              and isinstance(entry.get("sizes"), list) and all(_is_int(z) for z in entry["sizes"]))
+              and isinstance(entry.get("sizes"), list) and len(entry["sizes"]) <= 4
+              and all(_is_int(z) for z in entry["sizes"]))
         if not ok:
             raise _bad(f"tensor record {str(entry)[:80]} is malformed")
     acts = header.get("act_quant")
@@ -555,45 +563,69 @@ def save_compact(model: nn.Module, file: str | Path | BinaryIO) -> int:
     return len(data)
 
 
-def _inflate(data: bytes) -> bytes:
-    inflater = zlib.decompressobj()
+def _more(inflater, data: bytes, limit: int) -> bytes:
+    """Up to `limit` more inflated bytes (zlib keeps the unread input in unconsumed_tail)."""
+    out = bytearray()
     try:
-        payload = inflater.decompress(data[len(MAGIC):], MAX_PAYLOAD)
+        while len(out) < limit and not inflater.eof:
+            chunk = inflater.decompress(data, limit - len(out))
+            data = inflater.unconsumed_tail
+            out += chunk
+            if not chunk and not data:
+                break
     except zlib.error:
         raise _bad("its compressed body is corrupt") from None
-    if inflater.unconsumed_tail:
-        raise _bad(f"it would inflate to more than {MAX_PAYLOAD >> 30} GiB")
-    if not inflater.eof:
-        raise _bad("it is truncated")
-    if inflater.unused_data:
-        raise _bad("it has extra bytes after its end")
-    return payload
+    return bytes(out)
+
+
+def _declared_bytes(header: dict) -> tuple[int, int]:
+    """(payload bytes the header declares, bytes its tensors take once decoded)."""
+    stored = sum(sum(e["sizes"]) for e in header["tensors"]) + (header["program_size"] if _is_user(header) else 0)
+    decoded = sum(math.prod(e["shape"]) * DTYPES[e["dtype"]].itemsize for e in header["tensors"])
+    return stored, decoded
+
+
+def _budget() -> int:
+    """Bytes a compact file may decode to: MAX_DECODED, or half the memory available if less."""
+    free = available_memory_bytes()
+    return min(MAX_DECODED, free // 2) if free else MAX_DECODED
 
 
 def _parse(data: bytes) -> tuple[dict, list[list[bytes]], bytes]:
     """Header, each tensor's buffers and (a user's architecture) the program, checked against each
-    other and, for a built-in architecture, against the rebuilt architecture."""
+    other and, for a built-in architecture, against the rebuilt architecture. Inflates the header
+    first and then exactly the bytes it declares, after checking them against the memory budget."""
     if not is_compact(data):
         raise ModelLoadError("Not a compact model file: it does not start with the CSTUDIO1 magic bytes.")
-    payload = _inflate(data)
-    if len(payload) < 4 or struct.unpack("<I", payload[:4])[0] > len(payload) - 4:
-        raise _bad("its header length is out of range")
-    (hlen,) = struct.unpack("<I", payload[:4])
+    body, inflater = data[len(MAGIC):], zlib.decompressobj()
+    head = _more(inflater, body, 4 + MAX_HEADER)
+    if len(head) < 4:
+        raise _bad("it is truncated")
+    (hlen,) = struct.unpack("<I", head[:4])
+    if hlen > MAX_HEADER or hlen > len(head) - 4:
+        raise _bad("its header length is out of range" if hlen > MAX_HEADER or inflater.eof else "it is truncated")
     try:
-        header = json.loads(payload[4:4 + hlen])
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("its header is not valid JSON") from None
+        header = json.loads(head[4:4 + hlen])
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _bad("its header is not valid JSON (or nested too deeply)") from None
     _check_header(header)
+    stored, decoded = _declared_bytes(header)
+    if max(stored, decoded) > _budget():
+        raise _bad(f"it declares {max(stored, decoded) / 2**30:.1f} GiB of tensors, over the "
+                   f"{_budget() / 2**30:.1f} GiB this machine allows")
+    payload = head + _more(inflater, inflater.unconsumed_tail, 4 + hlen + stored - len(head) + 1)
+    if not inflater.eof:
+        raise _bad("it is truncated" if len(payload) <= 4 + hlen + stored else "it has extra bytes after its end")
+    if inflater.unused_data:
+        raise _bad("it has extra bytes after its end")
+    if len(payload) != 4 + hlen + stored:
+        raise _bad("its buffers do not add up to its header's sizes")
     pos, blobs = 4 + hlen, []
     for entry in header["tensors"]:
-        blobs.append([payload[pos + sum(entry["sizes"][:i]):pos + sum(entry["sizes"][:i + 1])]
-                      for i in range(len(entry["sizes"]))])
-        pos += sum(entry["sizes"])
-    program = b""
-    if _is_user(header):
-        program, pos = payload[pos:pos + header["program_size"]], pos + header["program_size"]
-    if pos != len(payload):
-        raise _bad("its buffers do not add up to its header's sizes")
+        bounds = list(itertools.accumulate(entry["sizes"], initial=pos))
+        blobs.append([payload[a:b] for a, b in zip(bounds, bounds[1:])])
+        pos = bounds[-1]
+    program = payload[pos:] if _is_user(header) else b""
     if not _is_user(header):
         _check_shapes(header)
     return header, blobs, program

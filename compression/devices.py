@@ -7,6 +7,7 @@ metrics) come back to the CPU."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -49,3 +50,14 @@ def on_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
     if model_device(model) == target:
         return model
     return copy.deepcopy(model).to(target)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -19,11 +19,15 @@ from torch import nn
 
 from compression import zoo
 from compression.data import Dataset
+from compression.devices import available_memory_bytes
 from compression.errors import ModelDataMismatch, ModelLoadError
 from compression.evaluate import set_training
 from compression.layers import lift_graph_layers
+from compression.safety import (check_export_archive, check_torchscript_module, check_torchscript_source,
+                                run_with_time_limit)
 
 MAX_MODEL_BYTES = 1 << 30
+FORWARD_LIMIT_S = 20.0   # seconds the load check's forward may take ($COMPRESSION_FORWARD_LIMIT_S)
 _EXPORT_LOCK = threading.Lock()
 
 
@@ -40,17 +44,6 @@ class LoadedModel:
 
 def file_fingerprint(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo, or None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def sniff_format(head: bytes, names: list[str] | None) -> str:
@@ -163,15 +156,28 @@ def build_with_state_dict(arch: str, state: dict[str, torch.Tensor], data: Datas
     return model.eval()
 
 
+def _check_archive(fmt: str, payload: bytes) -> None:
+    """What the archive holds, before anything in it is opened (compression.safety)."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(payload))
+    except (zipfile.BadZipFile, OSError):
+        raise ModelLoadError("The file looks like a zip archive but is damaged or truncated.") from None
+    with zf:
+        (check_torchscript_source if fmt == "torchscript" else check_export_archive)(zf)
+
+
 def load_program(fmt: str, payload: bytes) -> nn.Module:
     """A TorchScript module or a torch.export program (its layer ops lifted into real modules)
     from a file's bytes; also the architecture inside a compact file of a
     user's model. Raises ModelLoadError."""
+    _check_archive(fmt, payload)
     if fmt == "torchscript":
         try:
-            return torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
+            module = torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
         except Exception as exc:
             raise ModelLoadError(f"The TorchScript file could not be loaded: {str(exc).splitlines()[0][:200]}") from None
+        check_torchscript_module(module)
+        return module
     try:
         with _no_unpickling():
             program = torch.export.load(io.BytesIO(payload)).module()  # eval mode as exported
@@ -293,10 +299,17 @@ def check_model(model: nn.Module, data: Dataset, n: int = 8) -> nn.Module:
     if bad:
         raise ModelLoadError(f"The model has NaN or Inf weights in: {', '.join(bad[:6])}. Retrain or re-export it.")
     x = data.val.X[:n]
-    try:
+
+    def forward():
         with torch.inference_mode():
             set_training(model, False)
-            out = model(x)
+            return model(x)
+
+    try:
+        limit = float(os.environ.get("COMPRESSION_FORWARD_LIMIT_S", FORWARD_LIMIT_S))
+        out = run_with_time_limit(forward, limit, f"the model on {len(x)} samples")
+    except ModelLoadError:
+        raise
     except Exception as exc:
         hint = (" It was exported with a fixed batch size: export with a dynamic batch dimension "
                 "(dynamic_shapes={0: Dim.DYNAMIC})." if "Guard failed" in str(exc) else "")

@@ -58,6 +58,29 @@ def _zip_not_model() -> bytes:
     return buf.getvalue()
 
 
+class _CustomOp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        torch.ops.profiler._record_function_enter_new("x", None)
+        return self.fc(x.flatten(1))
+
+
+def _with_native_library() -> bytes:
+    """A torch.export program archive with a native library entry added."""
+    buf, out = io.BytesIO(), io.BytesIO()
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    torch.export.save(torch.export.export(net, (torch.randn(2, 1, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("b", max=4096)},)), buf)
+    with zipfile.ZipFile(buf) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+        zout.writestr(zin.namelist()[0].split("/")[0] + "/data/aotinductor/model.so", b"\x7fELF")
+    return out.getvalue()
+
+
 BAD_MODELS = {
     "empty": (b"", None, "empty"),
     "random bytes": (np.random.default_rng(0).bytes(4096), None, "Unknown model format"),
@@ -71,6 +94,8 @@ BAD_MODELS = {
     "nan weights": (st_save(_nan_state()), "mlp", "NaN"),
     "forward raises": (_ts(_Raises()), None, "boom inside forward"),
     "state dict without architecture": (st_save(zoo.load_pretrained("mlp").state_dict()), None, "architecture"),
+    "custom operator in TorchScript": (_ts(_CustomOp()), None, "profiler"),
+    "native library in a program": (_with_native_library(), None, "native libraries"),
 }
 
 
