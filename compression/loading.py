@@ -292,6 +292,27 @@ def _find_logits_key(out, batch: int, num_classes: int):
     return candidates[0] if len(candidates) == 1 else None
 
 
+def _timed_forward(model: nn.Module, x: torch.Tensor):
+    """model(x) in eval mode, refused when it takes longer than the forward limit."""
+    def forward():
+        with torch.inference_mode():
+            set_training(model, False)
+            return model(x)
+
+    limit = float(os.environ.get("COMPRESSION_FORWARD_LIMIT_S", FORWARD_LIMIT_S))
+    return run_with_time_limit(forward, limit, f"the model on {len(x)} samples")
+
+
+def _fixed_batch_hint(model: nn.Module, x: torch.Tensor) -> str:
+    """When a batch fails but one sample runs, the model was traced or exported for one sample."""
+    try:
+        _timed_forward(model, x[:1])
+    except Exception:
+        return ""
+    return (" It runs on one sample but not on a batch: it was traced or exported for a fixed batch size. "
+            "Trace it with a batch of 2 or more (or export with a dynamic batch dimension) and load it again.")
+
+
 def check_model(model: nn.Module, data: Dataset, n: int = 8) -> nn.Module:
     """Run the model on a few validation samples: it must run, give (n, classes) finite logits,
     and have finite parameters. Returns the model, wrapped when its logits sit in a dict/tuple."""
@@ -299,20 +320,13 @@ def check_model(model: nn.Module, data: Dataset, n: int = 8) -> nn.Module:
     if bad:
         raise ModelLoadError(f"The model has NaN or Inf weights in: {', '.join(bad[:6])}. Retrain or re-export it.")
     x = data.val.X[:n]
-
-    def forward():
-        with torch.inference_mode():
-            set_training(model, False)
-            return model(x)
-
     try:
-        limit = float(os.environ.get("COMPRESSION_FORWARD_LIMIT_S", FORWARD_LIMIT_S))
-        out = run_with_time_limit(forward, limit, f"the model on {len(x)} samples")
+        out = _timed_forward(model, x)
     except ModelLoadError:
         raise
     except Exception as exc:
-        hint = (" It was exported with a fixed batch size: export with a dynamic batch dimension "
-                "(dynamic_shapes={0: Dim.DYNAMIC})." if "Guard failed" in str(exc) else "")
+        hint = " It was exported with a fixed batch size: export with a dynamic batch dimension " \
+               "(dynamic_shapes={0: Dim.DYNAMIC})." if "Guard failed" in str(exc) else _fixed_batch_hint(model, x)
         raise ModelDataMismatch(f"The model does not run on this data (input shape {tuple(x.shape[1:])} per "
                                 f"sample): {short_reason(exc)}.{hint}") from None
     if not isinstance(out, torch.Tensor):

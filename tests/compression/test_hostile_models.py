@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from compression.compact import MAGIC, VERSION, to_bytes
-from compression.errors import ModelLoadError
+from compression.errors import ModelDataMismatch, ModelLoadError
 from compression.loading import load_model
 from compression import zoo
 
@@ -271,3 +271,20 @@ def test_good_files_still_load(tmp_path):
     traced = tmp_path / "traced.pt"
     torch.jit.save(torch.jit.trace(zoo.load_pretrained("resnet"), torch.randn(2, 1, 8, 8)), traced)
     assert load_model(traced).kind == "torchscript"
+
+
+def test_a_model_traced_for_one_sample_is_refused_with_the_reason(tmp_path):
+    from compression.data import load_digits
+
+    class OneAtATime(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.view(1, 64))
+
+    path = tmp_path / "one.pt"
+    torch.jit.save(torch.jit.trace(OneAtATime(), torch.randn(1, 1, 8, 8)), path)
+    with pytest.raises(ModelDataMismatch, match="traced or exported for a fixed batch size"):
+        load_model(path, data=load_digits())
