@@ -100,9 +100,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     row = eval_row(loaded.model, data, latency=not args.no_latency, device=args.device)
     result = {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, "device": args.device, **row,
               **data_row(loaded.model, data, row["accuracy"])}
-    run_id = _record(args, "evaluate", f"{loaded.name}:{loaded.fingerprint}", data, {"kind": "evaluate"}, result, {})
-    if run_id is not None:
-        result["run_id"] = run_id
+    result.update(_record(args, "evaluate", f"{loaded.name}:{loaded.fingerprint}", data, {"kind": "evaluate"},
+                          result, {}))
     return result
 
 

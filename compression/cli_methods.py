@@ -26,19 +26,25 @@ def _store_arg(p: argparse.ArgumentParser) -> None:
     except ImportError:
         return
     add_store_arg(p)
-    p.add_argument("--no-store", action="store_true", help="do not record this run in the experiment store")
+    p.add_argument("--no-store", action="store_true",
+                   help="do not record this run (by default it is recorded in the experiment store: "
+                        "--store PATH, else $COMPRESSION_STORE, else ~/.local/share/compression-studio/runs.sqlite)")
 
 
 def _record(args: argparse.Namespace, kind: str, model_id: str, data, config: dict, metrics: dict,
-            artefacts: dict) -> str | None:
+            artefacts: dict) -> dict:
+    """Record the run in the experiment store unless --no-store (recording is the default: --store
+    PATH, else $COMPRESSION_STORE, else the user's data folder). Returns {"run_id", "store"} to
+    add to the command's result, or {} when nothing was recorded."""
     try:
         from compression.cli_runs import store_from_args
     except ImportError:
-        return None
+        return {}
     if getattr(args, "no_store", False):
-        return None
-    store = store_from_args(args, default=True)  # --store PATH, else $COMPRESSION_STORE, else the default
-    return store.record(kind, model_id, f"{data.name}:{data.fingerprint}", config, metrics, artefacts)
+        return {}
+    store = store_from_args(args, default=True)
+    run_id = store.record(kind, model_id, f"{data.name}:{data.fingerprint}", config, metrics, artefacts)
+    return {"run_id": run_id, "store": str(store.path)}
 
 
 ORIGINAL_SUFFIXES = {"torchscript": ".pt", "exported": ".pt2"}  # a user's model may save back in its format
@@ -78,11 +84,9 @@ def finish(args: argparse.Namespace, loaded, data, model, report, baseline_model
     result["skipped"] = [{"layer": n, "reason": r} for n, r in report.skipped]
     artefacts = _save(model, getattr(args, "save", None), loaded, data.val.X[:1])
     result.update(artefacts)
-    run_id = _record(args, report.config.get("kind", report.method), f"{loaded.name}:{loaded.fingerprint}",
-                     data, report.config, {k: v for k, v in result.items() if k not in ("layers", "config")},
-                     artefacts)
-    if run_id is not None:
-        result["run_id"] = run_id
+    result.update(_record(args, report.config.get("kind", report.method), f"{loaded.name}:{loaded.fingerprint}",
+                          data, report.config, {k: v for k, v in result.items() if k not in ("layers", "config")},
+                          artefacts))
     return result
 
 

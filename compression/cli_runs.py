@@ -4,24 +4,39 @@
     python -m compression report --runs 3f2a9c1e,77b0d2aa --out report.html
     python -m compression run recipe.yaml --model demo:mlp --store --json
 
-`add_store_arg` / `store_from_args` give any command a `--store [PATH]` option: with it, the
-command records its run (in PATH, or the default store when PATH is left out); without it,
-nothing is recorded. `runs` and `report` read the default store unless --store names another.
+`add_store_arg` / `store_from_args` give any command a `--store [PATH]` option naming the
+experiment store (PATH, or the default store when PATH is left out). `evaluate`, `prune`,
+`quantize`, `lowrank` and `distill` record their run in the default store unless --store names
+another or --no-store is given (cli_methods._record); `run` records only with --store; `runs` and
+`report` read the default store unless --store names another. Every recorded result says where
+its run went: `run_id` and `store`.
+
+`report` never writes over the store (or its -wal/-shm/-journal files, however the path is
+spelt) and overwrites an existing --out / --csv file only when it is empty, a report / CSV of
+ours, or with --force.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+from typing import Callable
 
 from compression.cli import add_data_args, add_model_args, command, data_row, load_inputs
 from compression.errors import ConfigError
 from compression.store import Store, default_store_path
 
+REPORT_MARK = " · Compression Studio</p>"  # in the first lines of every `html_report` page
+CSV_HEADER = "id,created,kind,status,model,"  # how every `runs_csv` table starts
+HEAD_CHARS = 65_536  # enough to hold the report's title, CSS and meta line
+STORE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
 
 def add_store_arg(p: argparse.ArgumentParser) -> None:
-    """Add `--store [PATH]`: record the run in the experiment store (default path if no PATH)."""
+    """Add `--store [PATH]`: the experiment store file (the default path if no PATH)."""
     p.add_argument("--store", nargs="?", const="", default=None, metavar="PATH",
-                   help="record in the experiment store at PATH (without PATH: $COMPRESSION_STORE, "
+                   help="the experiment store at PATH (without PATH: $COMPRESSION_STORE, "
                         "else ~/.local/share/compression-studio/runs.sqlite)")
 
 
@@ -53,10 +68,18 @@ def _setup_runs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of runs")
 
 
+def _note(notes: list[str]) -> None:
+    """Print each note (a damaged run that was skipped) on stderr; stdout stays clean JSON."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 @command("runs", "list the runs recorded in the experiment store", _setup_runs)
 def cmd_runs(args: argparse.Namespace) -> list:
     store = store_from_args(args, default=True)
-    return [run.to_dict() for run in store.list(kind=args.kind, model=args.model, limit=args.limit)]
+    runs, notes = store.scan(kind=args.kind, model=args.model, limit=args.limit)
+    _note(notes)
+    return [run.to_dict() for run in runs]
 
 
 def _setup_report(p: argparse.ArgumentParser) -> None:
@@ -64,8 +87,10 @@ def _setup_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default=None, help="comma-separated run ids or id prefixes (default: all runs)")
     p.add_argument("--kind", default=None, help="without --runs: only runs of this kind")
     p.add_argument("--limit", type=int, default=None, help="without --runs: at most this many, newest first")
-    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--out", required=True, help="the HTML file to write (never the store itself)")
     p.add_argument("--csv", default=None, help="also write the runs as CSV to this file")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing --out / --csv file even when it is not a report / CSV of ours")
     p.add_argument("--title", default="Compression Studio report")
     add_model_args(p, required=False)
     p.add_argument("--data", default="digits", help="data for the model summary's MAC counts")
@@ -81,20 +106,80 @@ def _model_summary(args: argparse.Namespace):
     return layer_table(loaded.model, data.val.X[:1])
 
 
+def _is_store_file(path: Path, store: Store) -> bool:
+    """Whether `path` is the store or one of its side files, however spelt (relative, through a
+    symbolic link, a hard link)."""
+    for suffix in STORE_SIDE_FILES:
+        side = store.path.with_name(store.path.name + suffix)
+        if path.resolve() == side.resolve():
+            return True
+        try:
+            if path.exists() and side.exists() and os.path.samefile(path, side):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _head(path: Path) -> str:
+    with open(path, "rb") as f:
+        return f.read(HEAD_CHARS).decode("utf-8", errors="replace")
+
+
+def check_output(path: Path, store: Store, option: str, ours: Callable[[str], bool], force: bool) -> None:
+    """ConfigError unless writing `path` (given as `option`) harms nothing: never the store, and an
+    existing file only when it is empty, `ours(its first characters)`, or with `force`."""
+    if _is_store_file(path, store):
+        raise ConfigError(f"{option} {path} is the experiment store {store.path} itself; choose another file.")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file path.")
+    if force or not path.exists():
+        return
+    head = _head(path)
+    if head and not ours(head):
+        kind = "HTML report" if option == "--out" else "runs CSV"
+        raise ConfigError(f"{option} {path} exists and is not a {kind} written by Compression Studio; "
+                          "choose another file, or add --force to overwrite it.")
+
+
+def _is_our_report(head: str) -> bool:
+    return head.startswith("<!DOCTYPE html>") and REPORT_MARK in head
+
+
+def _is_our_csv(head: str) -> bool:
+    return head.startswith(CSV_HEADER)
+
+
+def _check_outputs(args: argparse.Namespace, store: Store) -> tuple[Path, Path | None]:
+    """The --out and --csv paths, after checking that writing them harms no file."""
+    out, table = Path(args.out), Path(args.csv) if args.csv else None
+    check_output(out, store, "--out", _is_our_report, args.force)
+    if table is not None:
+        check_output(table, store, "--csv", _is_our_csv, args.force)
+        if table.resolve() == out.resolve():
+            raise ConfigError(f"--csv {table} is the same file as --out; give two different files.")
+    return out, table
+
+
 @command("report", "write a self-contained HTML report (and CSV) of recorded runs", _setup_report)
 def cmd_report(args: argparse.Namespace) -> dict:
     from compression.report import html_report, runs_csv
 
     store = store_from_args(args, default=True)
-    runs = chosen_runs(store, _split_ids(args.runs), args.kind, args.limit)
+    out, table = _check_outputs(args, store)
+    ids = _split_ids(args.runs)
+    runs, notes = (chosen_runs(store, ids), []) if ids else store.scan(kind=args.kind, limit=args.limit)
+    _note(notes)
     page = html_report(runs, _model_summary(args), [], title=args.title)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     result = {"out": str(out), "bytes": out.stat().st_size, "runs": len(runs), "store": str(store.path)}
-    if args.csv:
-        Path(args.csv).write_text(runs_csv(runs), encoding="utf-8")
-        result["csv"] = args.csv
+    if notes:
+        result["skipped"] = notes
+    if table is not None:
+        table.parent.mkdir(parents=True, exist_ok=True)
+        table.write_text(runs_csv(runs), encoding="utf-8")
+        result["csv"] = str(table)
     return result
 
 
@@ -144,5 +229,6 @@ def cmd_run(args: argparse.Namespace) -> dict:
         recorded = {**metrics, "steps_metrics": [s["metrics"] for s in steps]}
         result["run_id"] = store.record("recipe", loaded, data, recipe_run_config(recipe, args.seed),
                                         recorded, artefacts)
+        result["store"] = str(store.path)
     return result
 

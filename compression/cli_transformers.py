@@ -16,6 +16,8 @@ from compression.cli import command
 from compression.errors import ConfigError
 
 METHODS = ("prune", "nm", "heads", "ffn", "quantize", "int8", "lowrank", "target", "distill")
+# integer flags: (least, most) each may be; a batch too large would exhaust memory
+COUNT_LIMITS = {"max_texts": (1, 100_000), "batch_size": (1, 1024), "seq_len": (1, 8192), "epochs": (0, 1000)}
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
@@ -39,6 +41,18 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save", default=None, help="write the compressed model as a Hugging Face folder here "
                    "(safetensors + tokenizer, checked by loading it back)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """ConfigError naming the flag when --max-texts, --batch-size, --seq-len or --epochs is out of
+    its COUNT_LIMITS range, or --target is not a fidelity from 0 to 1."""
+    for name, (low, high) in COUNT_LIMITS.items():
+        value = getattr(args, name)
+        if not low <= value <= high:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be a whole number from {low} to {high:,}; got {value}.")
+    if not 0 <= args.target <= 1:  # also refuses nan
+        raise ConfigError(f"--target must be a fidelity from 0 to 1, e.g. 0.99; got {args.target}.")
 
 
 def method_config(args: argparse.Namespace):
@@ -100,8 +114,9 @@ def _run(args: argparse.Namespace, hf, data) -> dict:
 def cmd_hf(args: argparse.Namespace) -> dict:
     from compression import transformers_support as ts
 
+    check_counts(args)  # validate before loading anything
     if args.method in METHODS[:7]:
-        method_config(args)  # validate before loading anything
+        method_config(args)
     hf = load_folder(args.folder)
     data = ts.load_text_data(args.text)
     result = _run(args, hf, data)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
+import yaml
 from torch import nn
 
 from compression.config import CONFIGS, Report, compress, config_from_dict
@@ -39,6 +41,17 @@ DISTILL_FIELDS = FINETUNE_FIELDS + ("temperature", "alpha", "hard_labels")
 TRAINING_STEPS = {"finetune": FINETUNE_FIELDS, "distill_from_original": DISTILL_FIELDS}
 KEEPS_MASKS = ("prune", "finetune", "distill_from_original")  # other steps see masks folded in
 _TYPES = {"int": int, "float": (int, float), "bool": bool}
+RECIPE_MAX_BYTES = 1 << 20
+RECIPE_MAX_DEPTH = 32  # a recipe needs 4 levels (recipe, steps, step, a list value)
+RECIPE_MAX_NODES = 100_000  # values once every alias is expanded: no "billion laughs"
+RECIPE_MAX_ALIASES = 100
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 60, 60, 3
+
+
+def _short(value: Any) -> str:
+    """A repr of `value` cut short, never built whole (a value may be large)."""
+    return _SHORT.repr(value)
 
 
 def _register_methods() -> None:
@@ -84,7 +97,7 @@ def _data_options(value: Any) -> dict:
 
 
 def _step_error(index: int, kind: Any, message: str) -> ConfigError:
-    exc = ConfigError(f"Recipe step {index + 1} ({kind!r}): {message}")
+    exc = ConfigError(f"Recipe step {index + 1} ({_short(kind)}): {message[:400]}")
     exc.step_index = index  # 0-based, for a UI that highlights the step
     return exc
 
@@ -101,7 +114,7 @@ def train_config(step: dict, seed: int = 0) -> TrainConfig:
     for key, value in fields.items():
         want = _TYPES[str(types[key])]
         if isinstance(value, bool) and want is not bool or not isinstance(value, want):
-            raise ConfigError(f"{key} must be of type {types[key]}; got {value!r}.")
+            raise ConfigError(f"{key} must be of type {types[key]}; got {_short(value)}.")
     return TrainConfig(**{"seed": seed, **fields})
 
 
@@ -123,7 +136,7 @@ def validate_step(index: int, step: Any) -> dict:
     except ConfigError as exc:
         raise _step_error(index, kind, str(exc)) from None
     except (TypeError, ValueError) as exc:
-        raise _step_error(index, kind, f"bad value ({exc}).") from None
+        raise _step_error(index, kind, f"bad value ({str(exc)[:200]}).") from None
 
 
 def recipe_from_data(data: Any) -> Recipe:
@@ -141,7 +154,8 @@ def recipe_from_data(data: Any) -> Recipe:
                           "valid: version, name, description, steps, data.")
     version = data.get("version", RECIPE_VERSION)
     if not isinstance(version, int) or version > RECIPE_VERSION:
-        raise ConfigError(f"Recipe version {version!r} is not supported (this version reads {RECIPE_VERSION}).")
+        raise ConfigError(f"Recipe version {_short(version)} is not supported "
+                          f"(this version reads {RECIPE_VERSION}).")
     if not data["steps"]:
         raise ConfigError("A recipe needs at least one step.")
     steps = tuple(validate_step(i, s) for i, s in enumerate(data["steps"]))
@@ -158,28 +172,96 @@ def _names_file(text: str) -> bool:
         return False
 
 
+def _read_recipe_file(source: str | Path) -> str:
+    """The text of a recipe file, refused unread when larger than RECIPE_MAX_BYTES."""
+    try:
+        size = Path(source).stat().st_size
+        if size > RECIPE_MAX_BYTES:
+            raise ConfigError(f"The recipe file {source} is {size:,} bytes, over the {RECIPE_MAX_BYTES:,} a "
+                              "recipe may have: a recipe is a short list of steps.")
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read the recipe file {source}: {str(exc)[:200]}.") from None
+
+
+def _budget_error(what: str) -> ConfigError:
+    return ConfigError(f"The recipe is refused unread: {what}. A recipe is a short list of steps; "
+                       "write each step out instead.")
+
+
+def _node_size(stack: list[list], sizes: dict[str, int], event: Any) -> int:
+    """The expanded size of the node `event` ends (a scalar, an alias, or the innermost open
+    collection, popped from `stack`); an anchored node's size is kept in `sizes`."""
+    if isinstance(event, yaml.AliasEvent):
+        return sizes.get(event.anchor, 1)
+    if isinstance(event, yaml.ScalarEvent):
+        anchor, size = event.anchor, 1
+    else:
+        anchor, inner = stack.pop()
+        size = inner + 1
+    if anchor:
+        sizes[anchor] = size
+    return size
+
+
+def check_yaml_budget(text: str) -> None:
+    """ConfigError when YAML/JSON text nests deeper than RECIPE_MAX_DEPTH, has more than
+    RECIPE_MAX_ALIASES aliases, or expands (aliases counted at the size of what they name) to more
+    than RECIPE_MAX_NODES values. Reads parser events only, so nothing is built or expanded."""
+    stack: list[list] = [[None, 0]]  # per open collection: [its anchor, values inside it so far]
+    sizes: dict[str, int] = {}  # expanded size per anchor
+    aliases = 0
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # C: faster
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([event.anchor, 0])
+            if len(stack) - 1 > RECIPE_MAX_DEPTH:
+                raise _budget_error(f"it nests deeper than {RECIPE_MAX_DEPTH} levels")
+            continue
+        if not isinstance(event, (yaml.AliasEvent, yaml.ScalarEvent, yaml.CollectionEndEvent)):
+            continue
+        aliases += isinstance(event, yaml.AliasEvent)
+        if aliases > RECIPE_MAX_ALIASES:
+            raise _budget_error(f"it has more than {RECIPE_MAX_ALIASES} aliases (*name)")
+        stack[-1][1] += _node_size(stack, sizes, event)
+        if stack[-1][1] > RECIPE_MAX_NODES:
+            raise _budget_error(f"its aliases expand to more than {RECIPE_MAX_NODES:,} values")
+
+
+def parse_recipe_text(text: str) -> Any:
+    """Parsed YAML or JSON (JSON is YAML too) of a recipe, within the size, depth and alias budgets.
+
+    Raises:
+        ConfigError: text too large, too deep, too many or too large aliases, or not YAML/JSON.
+    """
+    if len(text) > RECIPE_MAX_BYTES:
+        raise ConfigError(f"The recipe text is {len(text):,} characters, over the {RECIPE_MAX_BYTES:,} "
+                          "a recipe may have.")
+    try:
+        check_yaml_budget(text)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"The recipe is not valid YAML or JSON: {first[:200]}.") from None
+    except RecursionError:  # defensive: the depth check above stops nesting long before this
+        raise _budget_error("it nests too deep") from None
+
+
 def load_recipe(source: str | Path | dict | list | Recipe) -> Recipe:
     """A validated recipe from a file path, YAML or JSON text, or already-parsed data.
 
+    Text is checked before it is parsed: at most RECIPE_MAX_BYTES, RECIPE_MAX_DEPTH levels and a
+    few small aliases (a "billion laughs" document is refused without being expanded).
+
     Raises:
-        ConfigError: unreadable file, bad YAML/JSON, or a bad step (the message names it).
+        ConfigError: unreadable or oversized file, bad YAML/JSON, text over a budget, or a bad step
+            (the message names it).
     """
     if isinstance(source, (dict, list, Recipe)):
         return recipe_from_data(source)
     text = str(source)
-    is_path = isinstance(source, Path) or _names_file(text)
-    if is_path:
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"Cannot read the recipe file {source}: {exc}.") from None
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"The recipe is not valid YAML or JSON: {str(exc).splitlines()[0]}.") from None
-    return recipe_from_data(data)
+    if isinstance(source, Path) or _names_file(text):
+        text = _read_recipe_file(source)
+    return recipe_from_data(parse_recipe_text(text))
 
 
 def dumps_recipe(recipe: Recipe, fmt: str = "yaml") -> str:

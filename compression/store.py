@@ -7,11 +7,20 @@ the whole run or nothing, and readers never see half a row. The file is in WAL m
 not block the writer) with a busy timeout, so several processes and threads may record at once.
 Run ids are uuid4 hex strings (unique across processes and machines); `seq`, an autoincrement
 integer, orders runs by insertion.
+
+A store never harms a file: an existing file is first checked read-only (SQLite header,
+`PRAGMA quick_check`, our tables and columns, the schema version) and refused with a
+`StoreError` before anything is written or switched when it is not a healthy store of ours (a
+foreign database, a damaged or truncated store, an empty or non-SQLite file). A new store is built
+in a temporary file beside its path and linked into place, so no process sees a half-made one. A
+row whose JSON was damaged by hand is refused by `Store.get` and skipped, with a note, by
+`Store.scan` / `Store.list`.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -52,9 +61,28 @@ CREATE INDEX IF NOT EXISTS runs_model ON runs (model);
 # version -> SQL that upgrades a store from version-1 to version (none yet: v1 is the first).
 MIGRATIONS: dict[int, str] = {}
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+HEADER_BYTES = 100  # the SQLite file header: page size at 16, change counter 24, pages 28, valid-for 92
+OUR_COLUMNS = {"meta": {"key", "value"}, "runs": {"seq", *RUN_COLUMNS}}  # migrations may add more
+JSON_COLUMNS = ("config", "metrics", "artefacts")
+# quick_check findings about single rows (a hand edit): such rows are skipped or refused when read
+ROW_PROBLEMS = ("CHECK constraint failed in runs", "NULL value in runs.")
+STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")  # an empty file so named may become a new store
+ELSEWHERE = "point --store / $COMPRESSION_STORE at another file (this one was left untouched)"
+
+log = logging.getLogger(__name__)
+
 
 class StoreError(CompressionError):
-    """The store file cannot be opened or used (damaged, newer schema, unknown run id)."""
+    """The store file cannot be opened or used (damaged, foreign, newer schema, unknown run id)."""
+
+
+class DamagedRunError(StoreError):
+    """A row of the store holds JSON that cannot be read (the file was edited by hand)."""
+
+    def __init__(self, message: str, run_id: str):
+        super().__init__(message)
+        self.run_id = run_id
 
 
 def default_store_path() -> Path:
@@ -154,32 +182,210 @@ class Run:
                    data_fingerprint=str(d.get("data_fingerprint", "")), seq=int(d.get("seq", 0) or 0))
 
 
-def _row_to_run(row: sqlite3.Row) -> Run:
-    return Run(id=row["id"], created=row["created"], kind=row["kind"], model=row["model"], data=row["data"],
-               config=json.loads(row["config"]), metrics=json.loads(row["metrics"]),
-               artefacts=json.loads(row["artefacts"]), status=row["status"],
-               model_fingerprint=row["model_fingerprint"], data_fingerprint=row["data_fingerprint"],
-               seq=row["seq"])
+def _json_object(row: sqlite3.Row, column: str, path: Path) -> dict:
+    """The JSON object in `column` of a runs row; DamagedRunError if it is not valid JSON or not
+    an object (the column's CHECK (json_valid) lets '[1]' or '3' through, and can be bypassed)."""
+    text = row[column]
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        problem = f"is not valid JSON ({exc})" if isinstance(exc, ValueError) else f"holds {type(text).__name__}"
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"holds a JSON {type(value).__name__}, not an object"
+    run_id = str(row["id"])
+    raise DamagedRunError(f"Run {run_id} in the experiment store {path} is damaged: its {column} column {problem}. "
+                          "Delete the run (Runs page, or Store.delete) or restore the store from a backup.", run_id)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _row_to_run(row: sqlite3.Row, path: Path) -> Run:
+    """A Run from a runs row; DamagedRunError when its config, metrics or artefacts are not JSON objects."""
+    config, metrics, artefacts = (_json_object(row, c, path) for c in JSON_COLUMNS)
+    return Run(id=_text(row["id"]), created=_text(row["created"]), kind=_text(row["kind"]),
+               model=_text(row["model"]), data=_text(row["data"]), config=config, metrics=metrics,
+               artefacts=artefacts, status=_text(row["status"]), model_fingerprint=_text(row["model_fingerprint"]),
+               data_fingerprint=_text(row["data_fingerprint"]), seq=int(row["seq"] or 0))
+
+
+def _sqlite_uri(path: Path, mode: str) -> str:
+    """A sqlite3 URI for `path` opened with `mode` ('ro': read-only, 'rw': never creates the file)."""
+    return f"{Path(os.path.abspath(path)).as_uri()}?mode={mode}"
+
+
+def _blank_ok(path: Path, what: str) -> bool:
+    """True when `path` is named like a store (*.sqlite, *.sqlite3, *.db), so that a file holding
+    nothing yet (`what`: 0 bytes, or a database without tables) is set up as a new store in place;
+    StoreError otherwise (an empty report.html or notes.txt is never claimed)."""
+    if path.suffix.lower() in STORE_SUFFIXES:
+        return True
+    raise StoreError(f"The experiment store {path} cannot be used: it is {what}, and its name does not end in "
+                     f"{', '.join(STORE_SUFFIXES)}. Delete it to start a new store there, or {ELSEWHERE}.")
+
+
+def _check_header(path: Path) -> bool:
+    """True when `path` is a regular file starting with the SQLite header, False when it is an
+    empty file named like a store (to be set up); StoreError otherwise. Reads the 100-byte header."""
+    if path.is_dir():
+        raise StoreError(f"The experiment store {path} cannot be used: it is a folder. Give a file path, or "
+                         f"{ELSEWHERE}.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except OSError as exc:
+        raise StoreError(f"The experiment store {path} cannot be used: it cannot be read ({exc.strerror}).") from None
+    if not head:
+        return not _blank_ok(path, "an empty file (0 bytes)")
+    if not head.startswith(SQLITE_MAGIC):
+        raise StoreError(f"The experiment store {path} cannot be used: it is not a SQLite database (it starts "
+                         f"with {head[:8]!r}); {ELSEWHERE}.")
+    _check_size(path, head)
+    return True
+
+
+def _check_size(path: Path, head: bytes) -> None:
+    """StoreError when the file is shorter than its header says (a truncated copy), judged only
+    while no -wal / -journal file is beside it (a writer may be growing it then)."""
+    if len(head) < HEADER_BYTES:
+        raise StoreError(f"The experiment store {path} cannot be used: it is truncated ({len(head)} bytes, shorter "
+                         f"than a SQLite header). Restore it from a backup, or {ELSEWHERE}.")
+    if any(path.with_name(path.name + s).exists() for s in ("-wal", "-journal")):
+        return
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    if head[24:28] != head[92:96] or not pages:  # the in-header size is not maintained
+        return
+    size = path.stat().st_size
+    if size < pages * page_size:
+        raise StoreError(f"The experiment store {path} cannot be used: it is truncated ({size} of "
+                         f"{pages * page_size} bytes). Restore it from a backup, or {ELSEWHERE}.")
+
+
+def _check_tables(conn: sqlite3.Connection, path: Path) -> bool:
+    """True when the database holds our tables with our columns and nothing else, False when it
+    holds no table at all and is named like a store (to be set up); StoreError otherwise."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    ours = {t for t in tables if not t.startswith("sqlite_")}
+    if not tables:
+        return not _blank_ok(path, "a SQLite database without any table")
+    if ours != set(OUR_COLUMNS):
+        listed = ", ".join(sorted(ours)) or "none"
+        raise StoreError(f"{path} is a SQLite database but not an experiment store (tables: {listed}); "
+                         f"{ELSEWHERE}.")
+    for table, needed in OUR_COLUMNS.items():
+        missing = needed - {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        if missing:
+            raise StoreError(f"{path} is not an experiment store: its {table} table lacks column(s) "
+                             f"{', '.join(sorted(missing))}; {ELSEWHERE}.")
+    return True
+
+
+def _check_contents(conn: sqlite3.Connection, path: Path) -> None:
+    """StoreError unless SQLite's quick_check passes and, in a database with tables, ours are there
+    with a schema version this code understands."""
+    problems = [r[0] for r in conn.execute("PRAGMA quick_check") if not str(r[0]).startswith(ROW_PROBLEMS)]
+    if problems and problems != ["ok"]:
+        raise StoreError(f"The experiment store {path} cannot be used: it is damaged ({problems[0]}). Restore "
+                         f"it from a backup, or {ELSEWHERE}.")
+    if not _check_tables(conn, path):
+        return
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None or not str(row[0]).isdigit():
+        found = "no schema version" if row is None else f"an unreadable schema version {row[0]!r}"
+        raise StoreError(f"The experiment store {path} cannot be used: it has {found}; {ELSEWHERE}.")
+    if int(row[0]) > SCHEMA_VERSION:
+        raise _newer_schema(path, int(row[0]))
+
+
+def check_store_file(path: Path) -> None:
+    """Check, reading only, that the existing file at `path` is a healthy experiment store, or a
+    file named like one that holds nothing yet (0 bytes, or a database without tables).
+
+    The file is opened read-only: nothing is written, no pragma switched, so a refused file keeps
+    its bytes and mtime. (SQLite may add its -wal/-shm side files beside a WAL-mode database.)
+    Raises:
+        StoreError: not a SQLite file, damaged, a foreign database, missing our columns, of a newer
+            schema version, or empty but not named like a store.
+        sqlite3.OperationalError: the database is locked (callers retry).
+    """
+    if not _check_header(path):
+        return
+    try:
+        conn = sqlite3.connect(_sqlite_uri(path, "ro"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(f"The experiment store {path} cannot be used: it cannot be opened ({exc}).") from None
+    try:
+        _check_contents(conn, path)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise
+        raise StoreError(f"The experiment store {path} cannot be used: it is damaged or unreadable ({exc}). "
+                         f"Restore it from a backup, or {ELSEWHERE}.") from None
+    finally:
+        conn.close()
+
+
+def _newer_schema(path: Path, version: int) -> StoreError:
+    return StoreError(f"The experiment store {path} has schema version {version}, newer than this Compression "
+                      f"Studio understands ({SCHEMA_VERSION}). Upgrade Compression Studio, or use another store file.")
 
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Our tables, indexes and schema version, inside the caller's write transaction."""
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('created', ?)", (_utc_now(),))
+
+
+def _write_new_store(path: Path) -> None:
+    """Create a complete, empty store (WAL mode, schema, version) at the new file `path`."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        _create_schema(conn)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()  # the last connection checkpoints: the whole store is in `path`, no -wal left
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Put the new store `tmp` at `path` unless a file is there by now (another process made it)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return  # checked like any existing file
+    except OSError:  # no hard links on this file system: replace, only if still absent
+        if not os.path.lexists(path):
+            os.replace(tmp, path)
+
+
 class Store:
     """An experiment store in one SQLite file (created, with its folders, on first use).
 
-    Safe to share between threads and processes: every call opens its own connection.
+    Safe to share between threads and processes: every call opens its own connection. An existing
+    file is checked read-only first (`check_store_file`) and left untouched when refused.
     Raises:
-        StoreError: the file is not a SQLite database, or was written by a newer version.
+        StoreError: the file is not a healthy store of ours (not SQLite, empty, damaged, a foreign
+            database), or was written by a newer version.
     """
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path).expanduser() if path is not None else default_store_path()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"Cannot create the store's folder {self.path.parent}: {exc.strerror}.") from None
+        if not os.path.lexists(self.path):
+            self._create()
+        self._retry(lambda: check_store_file(self.path))  # read-only: nothing written before this passes
         self._retry(self._init_schema)
 
     def __repr__(self) -> str:
@@ -187,10 +393,29 @@ class Store:
 
     # ---- connections and schema ------------------------------------------------------------
 
+    def _create(self) -> None:
+        """Build a new store in a temporary file beside `path`, then hard-link it into place: no
+        other process sees a half-made store, and a file that appeared meanwhile is never replaced."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the store's folder {self.path.parent}: {exc.strerror}.") from None
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.new")
+        try:
+            _write_new_store(tmp)  # a private file: no other process can lock it
+            _link_new(tmp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreError(f"Cannot create the experiment store {self.path}: {reason}.") from None
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:  # mode=rw: a store deleted meanwhile is an error, not silently recreated as an empty file
+            conn = sqlite3.connect(_sqlite_uri(self.path, "rw"), uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot open the experiment store {self.path}: {exc}.") from None
         try:
@@ -231,26 +456,24 @@ class Store:
         return None
 
     def _init_schema(self) -> None:
+        """After `check_store_file` passed: switch the store to WAL if an older version left it in
+        another journal mode, then set up a blank file's tables or migrate to SCHEMA_VERSION."""
         with self._connect() as conn:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
         with self._transaction() as conn:
             version = self._schema_version(conn)
             if version is None:
-                for statement in _SCHEMA_V1.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('created', ?)", (_utc_now(),))
+                _create_schema(conn)
             else:
                 self._migrate(conn, version)
 
     def _schema_version(self, conn: sqlite3.Connection) -> int | None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in tables:
-            if tables - {"sqlite_sequence"}:
+            if tables - {"sqlite_sequence"}:  # became foreign since it was checked
                 raise StoreError(f"{self.path} is a SQLite database but not an experiment store "
-                                 f"(tables: {', '.join(sorted(tables))}). Choose another file.")
+                                 f"(tables: {', '.join(sorted(tables))}); {ELSEWHERE}.")
             return None
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         try:
@@ -260,9 +483,7 @@ class Store:
 
     def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
         if version > SCHEMA_VERSION:
-            raise StoreError(f"The experiment store {self.path} has schema version {version}, newer than "
-                             f"this Compression Studio understands ({SCHEMA_VERSION}). Upgrade Compression "
-                             "Studio, or use another store file.")
+            raise _newer_schema(self.path, version)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target].split(";"):
                 if statement.strip():
@@ -325,10 +546,29 @@ class Store:
         if len(rows) != 1:
             what = "matches several runs" if rows else "is not in the store"
             raise StoreError(f"Run {run_id!r} {what} ({self.path}); list runs with `python -m compression runs`.")
-        return _row_to_run(rows[0])
+        return _row_to_run(rows[0], self.path)  # DamagedRunError if its JSON was damaged
 
     def list(self, kind: str | None = None, model: str | None = None, limit: int | None = None) -> list[Run]:
-        """Runs, newest first. `model` matches the model's name, fingerprint or 'name:fingerprint'."""
+        """Runs, newest first. `model` matches the model's name, fingerprint or 'name:fingerprint'.
+        Damaged rows are skipped with a logged warning (`scan` also returns why)."""
+        runs, notes = self.scan(kind=kind, model=model, limit=limit)
+        for note in notes:
+            log.warning("%s", note)
+        return runs
+
+    def scan(self, kind: str | None = None, model: str | None = None,
+             limit: int | None = None) -> tuple[list[Run], list[str]]:
+        """Like `list`, and the damaged rows it skipped: (runs newest first, one note per skipped
+        run saying which run and column, and what to do). `limit` counts rows, skipped ones too."""
+        runs, notes = [], []
+        for row in self._query(*self._select(kind, model, limit)):
+            try:
+                runs.append(_row_to_run(row, self.path))
+            except DamagedRunError as exc:
+                notes.append(f"skipped: {exc}")
+        return runs, notes
+
+    def _select(self, kind: str | None, model: str | None, limit: int | None) -> tuple[str, list]:
         where, params = [], []
         if kind:
             where.append("kind = ?")
@@ -341,7 +581,7 @@ class Store:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [_row_to_run(r) for r in self._query(sql, params)]
+        return sql, params
 
     def __len__(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM runs", [])[0][0])

@@ -11,17 +11,11 @@ import pytest
 import torch
 
 from compression import zoo
-from compression.cli import main
+from tests.compression.clitools import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_KEYS = {"accuracy", "loss", "params", "nonzero_params", "fp32_bytes", "size_bytes", "macs",
              "latency_ms", "batch_size"}
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_models_json(capsys):
