@@ -83,6 +83,16 @@ def batch_example(example: torch.Tensor, batch: int = 2) -> torch.Tensor:
     return example.repeat(reps, *([1] * (example.dim() - 1)))[:batch]
 
 
+ACT_QUANT_KEY = "act_quant"  # safetensors metadata: {layer: {"bits", "symmetric"}} of quantized inputs
+
+
+def act_quant_record(model: nn.Module) -> dict[str, dict]:
+    """{layer: {"bits", "symmetric"}} of every layer whose input is fake-quantized (its scale and
+    zero point are the state dict's `LAYER.act_scale` / `LAYER.act_zero_point`)."""
+    return {n: {"bits": int(m.act_bits), "symmetric": bool(m.act_symmetric)}
+            for n, m in model.named_modules() if hasattr(m, "act_bits")}
+
+
 def _save_safetensors(model: nn.Module, path: Path, example: torch.Tensor) -> str:
     from safetensors.torch import save_file
 
@@ -93,8 +103,11 @@ def _save_safetensors(model: nn.Module, path: Path, example: torch.Tensor) -> st
     arch = getattr(model, "zoo_arch", None)
     if arch:
         metadata["zoo_arch"] = json.dumps(arch, sort_keys=True)
+    acts = act_quant_record(model)
+    if acts:
+        metadata[ACT_QUANT_KEY] = json.dumps(acts, sort_keys=True)
     save_file(tensors, str(path), metadata=metadata)
-    note = "state dict, masks folded"
+    note = "state dict, masks folded" + ("; input quantization in the metadata (act_quant)" if acts else "")
     return f"{note}; load with its architecture (--arch demo:{arch['name']})" if arch else note
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import tempfile
 import threading
@@ -106,12 +107,18 @@ def _unsafe_message(exc: Exception) -> str:
             "`torch.save(model.state_dict(), path)` or safetensors, and pick the architecture.")
 
 
-def _load_state_dict_file(path: Path, fmt: str) -> dict[str, torch.Tensor]:
+def _load_state_dict_file(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, the input-quantization record from a safetensors file's metadata or {})."""
     if fmt == "safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            return load_file(str(path)), _act_record(meta.get("act_quant"))
+        except ModelLoadError:
+            raise
         except Exception as exc:  # safetensors raises its own error types
             raise ModelLoadError(f"The safetensors file is damaged or truncated: {exc}") from None
     try:
@@ -127,16 +134,59 @@ def _load_state_dict_file(path: Path, fmt: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadError("The .pt file holds no state dict (a dict of tensor names to tensors). "
                              "Save `model.state_dict()` or use TorchScript / torch.export.")
-    return obj
+    return obj, {}
 
 
-def build_with_state_dict(arch: str, state: dict[str, torch.Tensor], data: Dataset | None) -> nn.Module:
-    """A built-in architecture shaped for `data`, loaded strictly; mismatches are listed."""
+def _act_record(text: str | None) -> dict:
+    """The `act_quant` metadata ({layer: {"bits", "symmetric"}}), checked."""
+    if text is None:
+        return {}
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        record = None
+    ok = isinstance(record, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("bits"), int) and 2 <= v["bits"] <= 16
+        and isinstance(v.get("symmetric"), bool) for v in record.values())
+    if not ok:
+        raise ModelLoadError("The safetensors file's act_quant metadata is malformed.")
+    return record
+
+
+def _attach_inputs(model: nn.Module, state: dict[str, torch.Tensor], acts: dict) -> None:
+    """Input quantizers for the state dict's LAYER.act_scale / act_zero_point, with bit-widths
+    from the file's act_quant metadata; without that record they are refused, not dropped."""
+    layers = sorted({k.rsplit(".", 1)[0] for k in state if k.endswith((".act_scale", ".act_zero_point"))})
+    if not layers:
+        return
+    missing = [n for n in layers if n not in acts]
+    if missing:
+        raise ModelLoadError(f"The state dict quantizes the inputs of {', '.join(missing[:6])} (act_scale, "
+                             "act_zero_point) but does not say at how many bits: load the compact file, "
+                             "TorchScript or torch.export export of the model instead, or a safetensors file "
+                             "written by this project (its metadata carries act_quant).")
+    from compression.quantization import attach_act_quant
+
+    for name in layers:
+        try:
+            layer = model.get_submodule(name)
+        except AttributeError:
+            raise ModelLoadError(f"The state dict quantizes the input of {name!r}, a layer this "
+                                 "architecture does not have.") from None
+        attach_act_quant(layer, acts[name]["bits"], acts[name]["symmetric"], state[f"{name}.act_scale"],
+                         state[f"{name}.act_zero_point"])
+
+
+def build_with_state_dict(arch: str, state: dict[str, torch.Tensor], data: Dataset | None,
+                          acts: dict | None = None) -> nn.Module:
+    """A built-in architecture shaped for `data`, loaded strictly; mismatches are listed. `acts`
+    ({layer: {"bits", "symmetric"}}) restores quantized inputs the state dict holds."""
     kwargs = {}
     if data is not None and len(data.input_shape) == 3 and data.input_shape[1] == data.input_shape[2]:
         kwargs = {"in_channels": data.input_shape[0], "image_size": data.input_shape[1],
                   "num_classes": data.num_classes}
     model = zoo.build(arch, **kwargs)
+    _attach_inputs(model, state, acts or {})
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -207,11 +257,11 @@ def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.M
     if fmt in ("torchscript", "exported"):
         return load_program(fmt, path.read_bytes()), fmt
     if fmt in ("safetensors", "torch_zip", "torch_legacy"):
-        state = _load_state_dict_file(path, fmt)
+        state, acts = _load_state_dict_file(path, fmt)
         if arch is None:
             raise ModelLoadError("This file is a bare state dict (weights only). Choose the built-in architecture "
                                  "it belongs to (CLI: --arch demo:NAME).")
-        return build_with_state_dict(arch, state, data), "state_dict"
+        return build_with_state_dict(arch, state, data, acts), "state_dict"
     if fmt == "zip":
         raise ModelLoadError("The file is a zip archive but not a model (no TorchScript code, torch.export "
                              "program or state dict inside).")
