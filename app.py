@@ -1,10 +1,14 @@
 """Compression Studio: see what pruning, quantization, low-rank factorisation and distillation
 do to a PyTorch model. Run with `streamlit run app.py`."""
+from pathlib import Path
+
 import streamlit as st
 
 from pages._common import sidebar
 
-st.set_page_config(page_title="Compression Studio", page_icon=":material/compress:", layout="wide")
+ICON = Path(__file__).resolve().parent / "assets" / "icon.png"  # bundled: a Material icon here is fetched from a CDN
+
+st.set_page_config(page_title="Compression Studio", page_icon=str(ICON), layout="wide")
 
 PAGES = {
     "Model": [
