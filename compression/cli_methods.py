@@ -129,13 +129,28 @@ def _setup_quantize(p: argparse.ArgumentParser) -> None:
                    help="real int8 (dynamic quantization kernels for Linear layers) instead of simulation")
 
 
+def _int8_macs(model, data) -> dict:
+    """{int8_macs: MACs per sample run by int8 kernels, int8_macs_share: their share of all MACs,
+    int8_macs_by_layer: {module: int8 MACs}}, at batch 1 of the scored split like `evaluate`."""
+    from compression.evaluate import count_macs
+    from compression.quantization import int8_layers
+
+    example = data.scored.X[:1]
+    total = count_macs(model, example)[0]
+    int8, by_module = count_macs(model, example, kernels="int8")
+    return {"int8_macs": int8, "int8_macs_share": int8 / total if total else 0.0,
+            "int8_macs_by_layer": {n: by_module.get(n, 0) for n in int8_layers(model)}}
+
+
 @command("quantize", "quantize a model (simulated 2-16 bits, or real int8)", _setup_quantize)
 def cmd_quantize(args: argparse.Namespace) -> dict:
     from compression import quantization
 
     loaded, data = load_inputs(args)
     if args.int8:
-        model, report = quantization.quantize_int8(loaded.model, measure=not args.no_latency)
+        model, report = quantization.quantize_int8(loaded.model, measure=not args.no_latency,
+                                                   input_shape=data.input_shape)
+        report.metrics.update(_int8_macs(model, data))
         save_path, args.save = args.save, None
         result = finish(args, loaded, data, model, report)
         if save_path:

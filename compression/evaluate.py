@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -115,26 +116,47 @@ def safetensors_size(model: nn.Module) -> int:
     return len(save(tensors))
 
 
-def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, dict[str, int]]:
+INT8_LINEAR_OPS = ("linear_dynamic", "linear_relu_dynamic", "linear", "linear_relu")  # torch.ops.quantized.*
+MAC_KERNELS = ("all", "int8")
+
+
+def _int8_linear_flops(x_shape, _packed_weight, *_, out_shape=None, **__) -> int:
+    """FLOPs of a quantized::linear* call from its shapes, as the counter counts aten.mm:
+    2 * rows (every dimension but the last, batch included) * in_features * out_features."""
+    return 2 * math.prod(x_shape) * out_shape[-1]  # x: (..., in), out: (..., out)
+
+
+def count_macs(model: nn.Module, example: torch.Tensor, kernels: str = "all") -> tuple[int, dict[str, int]]:
     """Multiply-accumulates of one forward pass on `example` (batch of 1 recommended), counted by
-    torch.utils.flop_counter (FLOPs / 2), total and per module name."""
+    torch.utils.flop_counter (FLOPs / 2), total and per module name. The counter has no formula
+    for PyTorch's int8 kernels (quantized::linear_dynamic of torch.ao.nn.quantized.dynamic.Linear
+    and its static / fused-ReLU variants): they are counted from their shapes like a Linear.
+
+    Args:
+        kernels: "all" (every counted op), or "int8": only the MACs run by those int8 kernels.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    if kernels not in MAC_KERNELS:
+        raise ValueError(f"kernels must be one of {MAC_KERNELS}, got {kernels!r}")
+    int8_ops = {getattr(torch.ops.quantized, name): _int8_linear_flops for name in INT8_LINEAR_OPS}
     was_training = model.training
     set_training(model, False)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=int8_ops)
     try:
         with torch.inference_mode(), counter:
             model(example)
     finally:
         set_training(model, was_training)
-    per_module = {}
+    per_module, total = {}, 0
     for name, ops in counter.get_flop_counts().items():
+        macs = int(sum(f for op, f in ops.items() if kernels == "all" or op in int8_ops) // 2)
         if name == "Global":
-            continue
-        # keys are '<RootClass>.<qualified.name>'; keep the qualified module name ('' = root)
-        per_module[name.partition(".")[2]] = int(sum(ops.values()) // 2)
-    return int(counter.get_total_flops() // 2), per_module
+            total = macs
+        elif macs or kernels == "all":
+            # keys are '<RootClass>.<qualified.name>'; keep the qualified module name ('' = root)
+            per_module[name.partition(".")[2]] = macs
+    return total, per_module
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,22 @@ class QuantInfo:
         shape[self.axis] = -1
         return t.reshape(shape)
 
-    def codes(self, w: torch.Tensor) -> torch.Tensor:
-        """Integer codes (int32) of a float tensor under these parameters."""
+    def _grid(self, w: torch.Tensor) -> torch.Tensor:
+        """round(w / scale) + zero_point before the clamp (float, same shape as w)."""
         scale, zp = self._shape(self.scale, w), self._shape(self.zero_point, w)
         inv = 1.0 / scale  # multiply by the reciprocal, as PyTorch's fake-quant kernels do
-        return torch.clamp(torch.round(w * inv) + zp, self.qmin, self.qmax).to(torch.int32)
+        return torch.round(w * inv) + zp
+
+    def codes(self, w: torch.Tensor) -> torch.Tensor:
+        """Integer codes (int32) of a float tensor under these parameters. The integer cast has no
+        gradient: differentiate through compression.quantization's straight-through estimator."""
+        return torch.clamp(self._grid(w), self.qmin, self.qmax).to(torch.int32)
+
+    def in_range(self, w: torch.Tensor) -> torch.Tensor:
+        """Bool mask, same shape as w: True where w's code is not clipped to [qmin, qmax] (where
+        torch.fake_quantize_per_tensor_affine passes the gradient through)."""
+        grid = self._grid(w.detach())
+        return (grid >= self.qmin) & (grid <= self.qmax)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         scale, zp = self._shape(self.scale, codes), self._shape(self.zero_point, codes)

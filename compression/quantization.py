@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import statistics
 import warnings
 from dataclasses import asdict, dataclass
 from typing import ClassVar, Iterator
@@ -248,15 +249,23 @@ def _as_int(value) -> int:
 
 # ---- activation quantization (forward pre-hook on the layer itself) ---------------------------
 
+def _fake_quantize_ste(x: torch.Tensor, info: QuantInfo) -> torch.Tensor:
+    """fake_quantize(x, info), same values bit for bit, with the straight-through gradient of
+    torch.fake_quantize_per_tensor_affine: 1 where x's code is inside [qmin, qmax], 0 where clipped."""
+    xq = fake_quantize(x, info)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return xq
+    # the added term is exactly zero in value (xq is unchanged) and carries d/dx = mask
+    return xq + torch.where(info.in_range(x), x - x.detach(), 0.0)
+
+
 def act_fake_quant_hook(module: nn.Module, inputs: tuple) -> tuple:
-    """Forward pre-hook: fake-quantize a layer's input with its act_scale / act_zero_point. In
-    training mode (QAT) the rounding is a straight-through estimator: gradients pass unchanged."""
+    """Forward pre-hook: fake-quantize a layer's input with its act_scale / act_zero_point. The
+    rounding is a straight-through estimator (in eval mode too, so attributions and input
+    gradients work): the gradient passes where the input is inside the clamp range, 0 outside."""
     x = inputs[0]
     info = QuantInfo(module.act_bits, module.act_scale, module.act_zero_point, None, module.act_symmetric)
-    xq = fake_quantize(x, info)
-    if module.training and torch.is_grad_enabled():
-        xq = x + (xq - x).detach()
-    return (xq, *inputs[1:])
+    return (_fake_quantize_ste(x, info), *inputs[1:])
 
 
 def attach_act_quant(layer: nn.Module, bits: int, symmetric: bool, scale: torch.Tensor,
@@ -559,18 +568,22 @@ def _quiet_deprecations() -> Iterator[None]:
 
 
 def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = 256,
-                  input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, Report]:
+                  input_shape: tuple[int, ...] | None = None, rounds: int = 5) -> tuple[nn.Module, Report]:
     """Real int8 of a copy of `model`: torch.ao.quantization.quantize_dynamic on its Linear layers
     (int8 weights, inputs quantized on the fly by the int8 kernels, fp32 out). Conv and Embedding
     layers stay fp32 and are listed as skipped. Any simulated input quantization is dropped.
 
     Args:
-        measure: time fp32 and int8 (evaluate.measure_latency, median) at `batch_size` on a random
-            input of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)).
+        measure: time fp32 and int8 (evaluate.measure_latency) at `batch_size` on a random input
+            of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)), paired:
+            `rounds` rounds of fp32 then int8, so both see the same machine state.
     Returns:
         (model, Report) with simulated=False, rows {layer, type, bits, kernel, sqnr_db} and metrics
-        {label, simulated, int8_layers, fp32_bytes, int8_bytes, bytes_how, size_ratio} plus, when
-        measured, {fp32_latency_ms, int8_latency_ms, speedup, latency_batch, input_shape}.
+        {label, simulated, int8_layers, fp32_file_bytes, int8_file_bytes, bytes_how, size_ratio
+        (= int8_file_bytes / fp32_file_bytes)} plus, when measured, {fp32_latency_ms,
+        int8_latency_ms (medians over the rounds of each round's median), speedup (their ratio),
+        speedup_min, speedup_max, speedup_iqr (of the per-round ratios), latency_rounds,
+        latency_batch, input_shape}.
     """
     refuse_frozen_code(model, "Real int8 (module swapping)")
     fp32 = _prepare_copy(model).eval()
@@ -584,25 +597,36 @@ def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = 2
         q = torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)  # copies fp32
         rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
                  "sqnr_db": sqnr_db(layers[n].weight, q.get_submodule(n).weight().dequantize())} for n in linears]
-        fp32_bytes, int8_bytes = _state_bytes(fp32), _state_bytes(q)
+        fp32_file_bytes, int8_file_bytes = _state_bytes(fp32), _state_bytes(q)
         metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(linears),
-                   "fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "size_ratio": int8_bytes / fp32_bytes,
+                   "fp32_file_bytes": fp32_file_bytes, "int8_file_bytes": int8_file_bytes,
+                   "size_ratio": int8_file_bytes / fp32_file_bytes,
                    "bytes_how": "bytes written by torch.save(model.state_dict()) into memory (fp32 model "
                                 "with pruning masks folded vs int8 model with packed weights)"}
         if measure:
-            metrics.update(_int8_latency(fp32, q, batch_size, input_shape))
+            metrics.update(_int8_latency(fp32, q, batch_size, input_shape, rounds))
     return q, Report("int8", {"kind": "int8"}, rows, skipped, metrics, simulated=False)
 
 
-def _int8_latency(fp32: nn.Module, q: nn.Module, batch_size: int, input_shape: tuple[int, ...] | None) -> dict:
+def _int8_latency(fp32: nn.Module, q: nn.Module, batch_size: int, input_shape: tuple[int, ...] | None,
+                  rounds: int, repeats: int = 10) -> dict:
+    """Paired latency: `rounds` rounds of fp32 then int8 (`repeats` timed runs each), medians."""
+    if rounds < 1:
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
     arch = getattr(fp32, "zoo_arch", None) or {}
     size = arch.get("image_size", 8)
     shape = tuple(input_shape) if input_shape else (arch.get("in_channels", 1), size, size)
     x = torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
-    t_fp32 = measure_latency(fp32, x, repeats=20).median_ms
-    t_int8 = measure_latency(q, x, repeats=20).median_ms
-    return {"fp32_latency_ms": t_fp32, "int8_latency_ms": t_int8, "speedup": t_fp32 / t_int8,
-            "latency_batch": batch_size, "input_shape": list(shape)}
+    t_fp32, t_int8 = [], []
+    for _ in range(rounds):
+        t_fp32.append(measure_latency(fp32, x, repeats=repeats).median_ms)
+        t_int8.append(measure_latency(q, x, repeats=repeats).median_ms)
+    ratios = [a / b for a, b in zip(t_fp32, t_int8)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if rounds > 1 else (ratios[0],) * 3
+    fp32_ms, int8_ms = statistics.median(t_fp32), statistics.median(t_int8)
+    return {"fp32_latency_ms": fp32_ms, "int8_latency_ms": int8_ms, "speedup": fp32_ms / int8_ms,
+            "speedup_min": min(ratios), "speedup_max": max(ratios), "speedup_iqr": q3 - q1,
+            "latency_rounds": rounds, "latency_batch": batch_size, "input_shape": list(shape)}
 
 
 def int8_layers(model: nn.Module) -> list[str]:

@@ -249,7 +249,7 @@ def test_real_int8_is_int8(pretrained, digits):
     agree, _ = agreement(predict_logits(q, digits.test.X), predict_logits(model, digits.test.X))
     assert agree >= 0.95
     m = report.metrics
-    assert m["int8_bytes"] < 0.5 * m["fp32_bytes"] and not report.simulated and m["label"].startswith("real int8")
+    assert m["int8_file_bytes"] < 0.5 * m["fp32_file_bytes"] and not report.simulated and m["label"].startswith("real int8")
     assert all(r["sqnr_db"] > 30 for r in report.layers)
     assert type(model.fc1) is nn.Linear  # the original is not converted
     conv_q, conv_report = quantize_int8(pretrained("lenet5"), measure=True, batch_size=8)
