@@ -6,12 +6,16 @@ import torch
 from torch import nn
 
 from compression.evaluate import count_macs, effective_weights
+from compression.layers import is_frozen_code, layer_type
 
 
 def layer_table(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
-    """One row per leaf module with parameters: name, type, weight shape, params, non-zero
-    params, MACs for one sample, and each layer's share of the total params and MACs."""
-    _, macs_by_module = count_macs(model, example[:1])
+    """One row per leaf module with parameters: name, type (a TorchScript module's original type),
+    weight shape, params, non-zero params, MACs for one sample, and each layer's share of the total
+    params and MACs. A TorchScript model's per-layer MACs are unknown (<NA>): its modules take no
+    hooks, so the counter sees only the total (in `attrs["total_macs"]`)."""
+    total, macs_by_module = count_macs(model, example[:1])
+    per_layer = not is_frozen_code(model)
     weights = effective_weights(model)
     rows = []
     for name, module in model.named_modules():
@@ -23,13 +27,15 @@ def layer_table(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
             continue
         weight = own.get("weight")
         rows.append({
-            "layer": name, "type": type(module).__name__,
+            "layer": name, "type": layer_type(module),
             "shape": "x".join(map(str, weight.shape)) if weight is not None else "",
             "params": params,
             "nonzero": sum(int(torch.count_nonzero(v)) for k, v in own.items() if k in ("weight", "bias")),
-            "macs": macs_by_module.get(name, 0),
+            "macs": macs_by_module.get(name, 0) if per_layer else None,
         })
     df = pd.DataFrame(rows, columns=["layer", "type", "shape", "params", "nonzero", "macs"])
+    df["macs"] = df["macs"].astype("Int64")
     df["params_share"] = df["params"] / max(df["params"].sum(), 1)
     df["macs_share"] = df["macs"] / max(df["macs"].sum(), 1)
+    df.attrs["total_macs"] = total  # the whole forward's count, also where per-layer MACs are unknown
     return df

@@ -27,12 +27,15 @@ c4.metric("Latency", f"{m['latency_ms']:.2f} ms",
           help=f"median of repeated runs after warm-up, batch {m['batch_size']}, {m['threads']} threads "
                f"(IQR {m['latency_iqr_ms']:.3f} ms)")
 table = layer_table(base.model, data.test.X[:1])
-st.caption(f"Loss {m['loss']:.4f} · top-5 {m['top5'] or 0:.2%} · MACs per sample {int(table['macs'].sum()):,} · "
+st.caption(f"Loss {m['loss']:.4f} · top-5 {m['top5'] or 0:.2%} · MACs per sample {table.attrs['total_macs']:,} · "
            f"fp32 weights {m['fp32_bytes'] / 1024:.1f} KiB · data: {data.name}, "
            f"{', '.join(f'{k} {v}' for k, v in data.sizes().items())}")
 st.subheader("Layers")
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={"params_share": st.column_config.ProgressColumn("share of params", format="percent"),
+             column_config={"macs": st.column_config.NumberColumn(
+                                "MACs per sample", help="multiply-accumulates for one input sample; empty for "
+                                "TorchScript, whose layers cannot be counted one by one (the total above can)"),
+                            "params_share": st.column_config.ProgressColumn("share of params", format="percent"),
                             "macs_share": st.column_config.ProgressColumn("share of MACs", format="percent")})
 left, right = st.columns(2)
 left.plotly_chart(layer_share_figure(table, "params"), key="params_fig")

@@ -239,3 +239,14 @@ def test_a_damaged_user_compact_file_is_refused(user, tmp_path):
     with pytest.raises(ModelLoadError):
         load_model(tmp_path / "cut.cstudio")
     assert _PROGRAMS                                          # the architecture was written once, then reused
+
+
+def test_layer_table_names_user_layers_by_their_type(user):
+    from compression.summary import layer_table
+
+    d, _, images, _ = user
+    ts, ep = (layer_table(load_model(d / n).model, images[:1]) for n in ("cnn.pt", "cnn.pt2"))
+    assert list(ts["type"]) == list(ep["type"]) == ["Conv2d", "GroupNorm", "Conv2d", "Linear"]
+    weights = ep["type"] != "GroupNorm"
+    assert ts["macs"].isna().all() and (ep["macs"][weights] > 0).all()   # TorchScript: per layer unknown, not 0
+    assert ts.attrs["total_macs"] == ep.attrs["total_macs"] == int(ep["macs"].sum())
