@@ -5,6 +5,7 @@ changing a layer in place and restoring it, and compare against the original's o
 from __future__ import annotations
 
 import copy
+import statistics
 import warnings
 from typing import Callable, Sequence
 
@@ -26,15 +27,23 @@ SweepCallback = Callable[[int, int, dict], None]   # (done, total, row)
 FIDELITY_KEYS = ("fidelity", "cosine", "neighbour_agreement", "agreement", "kl_divergence", "perplexity", "accuracy")
 
 
-def latency_fields(hf: HFModel, model: nn.Module, batch_size: int = 8, seq_len: int = 32, repeats: int = 20) -> dict:
-    """Measured latency of the original and of `model`, back to back, at (batch_size, seq_len):
-    latency_before_ms, latency_after_ms, speedup and the setting."""
-    before = text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats)
-    after = text_latency(hf, model, batch_size=batch_size, seq_len=seq_len, repeats=repeats)
-    return {"latency_before_ms": before.median_ms, "latency_after_ms": after.median_ms,
-            "speedup": before.median_ms / after.median_ms, "latency_before_min_ms": before.min_ms,
-            "latency_after_min_ms": after.min_ms, "latency_batch": batch_size, "latency_seq_len": seq_len,
-            "threads": after.threads}
+def latency_fields(hf: HFModel, model: nn.Module, batch_size: int = 8, seq_len: int = 32, repeats: int = 10,
+                   rounds: int = 3) -> dict:
+    """Measured latency of the original and of `model` at (batch_size, seq_len), paired: `rounds`
+    alternating rounds (original, then `model`) of `repeats` runs each, so both see the same machine
+    state. latency_before_ms / latency_after_ms are medians over the rounds, speedup their ratio,
+    speedup_min / speedup_max the spread of the per-round ratios, and the setting."""
+    before, after = [], []
+    for _ in range(rounds):
+        before.append(text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats))
+        after.append(text_latency(hf, model, batch_size=batch_size, seq_len=seq_len, repeats=repeats))
+    b, a = (statistics.median(t.median_ms for t in ts) for ts in (before, after))
+    ratios = [x.median_ms / y.median_ms for x, y in zip(before, after)]
+    return {"latency_before_ms": b, "latency_after_ms": a, "speedup": b / a, "speedup_min": min(ratios),
+            "speedup_max": max(ratios), "latency_rounds": rounds,
+            "latency_before_min_ms": min(t.min_ms for t in before),
+            "latency_after_min_ms": min(t.min_ms for t in after),
+            "latency_batch": batch_size, "latency_seq_len": seq_len, "threads": after[0].threads}
 
 
 def measure_method(hf: HFModel, cfg: MethodConfig, data: TextData, latency: bool = True, batch_size: int = 8,
@@ -181,7 +190,7 @@ def int8_tradeoff(hf: HFModel, data: TextData, ks: Sequence[int] | None = None, 
 
     Returns:
         one row per k: k_kept, kept (layer names), int8_layers, the fidelity metrics, latency_ms,
-        speedup, params. attrs: sensitivity (per-layer sweep records, most sensitive first),
+        fp32_latency_ms (the original, timed just before: speedup is paired), speedup, params. attrs: sensitivity (per-layer sweep records, most sensitive first),
         fp32_latency_ms, latency_batch, latency_seq_len, stopped.
     """
     probe = make_probe(hf, data, max_texts=max_texts)
@@ -190,20 +199,23 @@ def int8_tradeoff(hf: HFModel, data: TextData, ks: Sequence[int] | None = None, 
         raise StoppedError("Stopped before any layer was measured.") if is_stopped(stop) else \
             UnsupportedLayerError("No Linear layer to quantize to int8.")
     order = list(sens["layer"])
-    fp32 = text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats).median_ms
-    rows, choices = [], _choices(len(order), ks)
+    rows, choices, fp32_times = [], _choices(len(order), ks), []
     for i, k in enumerate(choices):
         if is_stopped(stop):
             break
         model = int8_copy(hf.model, order[k:])
         metrics = probe.fidelity(model)
+        # paired: the original is timed right before each choice, so each speed-up compares like with like
+        fp32 = text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats).median_ms
         latency = text_latency(hf, model, batch_size=batch_size, seq_len=seq_len, repeats=repeats).median_ms
+        fp32_times.append(fp32)
         rows.append({"k_kept": k, "kept": order[:k], "int8_layers": len(order) - k,
                      **{key: metrics[key] for key in FIDELITY_KEYS if key in metrics},
-                     "latency_ms": latency, "speedup": fp32 / latency})
+                     "latency_ms": latency, "fp32_latency_ms": fp32, "speedup": fp32 / latency})
         if callback:
             callback(i + 1, len(choices), rows[-1])
     frame = pd.DataFrame(rows)
+    fp32 = statistics.median(fp32_times) if fp32_times else float("nan")
     frame.attrs.update(sensitivity=sens.to_dict("records"), fp32_latency_ms=fp32, latency_batch=batch_size,
                        latency_seq_len=seq_len, stopped=is_stopped(stop))
     return frame

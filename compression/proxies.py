@@ -8,7 +8,10 @@ measured sensitivity, so a good proxy scores near +1 (a good inverse proxy near 
 """
 from __future__ import annotations
 
-from typing import Sequence
+import zlib
+from dataclasses import dataclass
+from itertools import islice
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,44 +60,96 @@ def _grad_model(model: nn.Module, names: Sequence[str]) -> tuple[nn.Module, list
     return m, params
 
 
-def hutchinson(model: nn.Module, data: Dataset, layers: Sequence[str] | None = None, n_samples: int = 32,
-               batches: int = 2, batch_size: int = 128, seed: int = 0,
-               split: str = "train") -> dict[str, tuple[float, torch.Tensor]]:
-    """Per layer: (trace estimate, diagonal estimate shaped like the weight) of the Hessian of the
-    mean cross-entropy w.r.t. the layer's weight, from `n_samples` Rademacher vectors v on each of
-    the first `batches` batches: tr(H) = E[v^T H v], diag(H) = E[v * Hv] (Bekas et al. 2007).
-    Hessian-vector products by double backward (torch.autograd.grad with create_graph)."""
-    if n_samples < 1 or batches < 1:
-        raise ConfigError("n_samples and batches must be at least 1.")
+@dataclass(frozen=True, eq=False)
+class HessianEstimate:
+    """Hutchinson's estimate for one layer: the trace, the diagonal (shaped like the weight), the
+    standard error of the trace and the Rademacher vectors drawn. Unpacks as (trace, diag)."""
+
+    trace: float
+    diag: torch.Tensor
+    stderr: float
+    n_vectors: int
+
+    def __iter__(self) -> Iterator[float | torch.Tensor]:
+        return iter((self.trace, self.diag))
+
+    def __getitem__(self, i: int) -> float | torch.Tensor:
+        return (self.trace, self.diag)[i]
+
+
+def _layer_generator(seed: int, name: str) -> torch.Generator:
+    """The layer's own stream of vectors: the same for a layer whichever other layers are asked."""
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _batch_loss(m: nn.Module, data: Dataset, split: str, batches: int, batch_size: int) -> torch.Tensor:
+    """The mean over the first `batches` batches of the batch-mean cross-entropy: one graph."""
+    losses = [F.cross_entropy(m(x), y) for x, y in islice(data.split(split).batches(batch_size), batches)]
+    if not losses:
+        raise ConfigError(f"The {split} split is empty: no batch for the Hessian.")
+    return torch.stack(losses).mean()
+
+
+def _layer_estimate(grad: torch.Tensor, param: torch.Tensor, gen: torch.Generator, n_max: int, n_min: int,
+                    rtol: float) -> HessianEstimate:
+    """Rademacher vectors v on this layer alone, Hv = d(grad . v)/d(param) (the layer's diagonal
+    block of the Hessian), until the trace's standard error is within rtol of |trace| (after
+    n_min vectors) or n_max vectors are drawn."""
+    diag = torch.zeros_like(param, dtype=torch.float64)
+    quad: list[float] = []                                        # v^T H v per vector
+    while len(quad) < n_max:
+        v = torch.randint(0, 2, param.shape, generator=gen).to(param.dtype) * 2 - 1   # +-1, like param
+        if grad.requires_grad:
+            (hv,) = torch.autograd.grad(grad, param, grad_outputs=v, retain_graph=True, allow_unused=True)
+        else:                                                     # the gradient is constant here
+            hv = None
+        vhv = (v * hv).double() if hv is not None else torch.zeros_like(diag)
+        diag += vhv
+        quad.append(vhv.sum().item())
+        if len(quad) >= n_min and rtol > 0 and _stderr(quad) <= rtol * abs(float(np.mean(quad))):
+            break
+    return HessianEstimate(float(np.mean(quad)), (diag / len(quad)).to(param.dtype), _stderr(quad), len(quad))
+
+
+def _stderr(samples: Sequence[float]) -> float:
+    return float(np.std(samples, ddof=1) / np.sqrt(len(samples))) if len(samples) > 1 else float("nan")
+
+
+def hutchinson(model: nn.Module, data: Dataset, layers: Sequence[str] | None = None, n_samples: int = 256,
+               batches: int = 2, batch_size: int = 128, seed: int = 0, split: str = "train",
+               rtol: float = 0.05, min_samples: int = 16) -> dict[str, HessianEstimate]:
+    """Per layer, Hutchinson's estimate (Bekas et al. 2007) of the Hessian of the mean cross-entropy
+    over the first `batches` batches w.r.t. that layer's weight alone: tr(H) = E[v^T H v] and
+    diag(H) = E[v * Hv] over Rademacher vectors v on that layer's weight, so no cross-layer term
+    enters. Each layer draws vectors until the standard error of its trace is at most
+    rtol * |trace| (checked from `min_samples` vectors on) or `n_samples` vectors are drawn;
+    rtol=0 always draws `n_samples` (and is exactly unbiased; the stop leans slightly toward a
+    larger |trace|). The stop watches the trace; the diagonal is noisier.
+    Hessian-vector products by double backward through one graph. Seeded per (seed, layer name).
+
+    Returns:
+        {layer: HessianEstimate(trace, diag, stderr, n_vectors)}; it unpacks as (trace, diag).
+    """
+    if n_samples < 1 or batches < 1 or min_samples < 1:
+        raise ConfigError("n_samples, batches and min_samples must be at least 1.")
+    if not rtol >= 0:
+        raise ConfigError(f"rtol must be >= 0; got {rtol}.")
     names = list(sweep_layers(model, layers, include_embedding=True))
     m, params = _grad_model(model, names)
-    gen = torch.Generator().manual_seed(seed)
-    diag = [torch.zeros_like(p) for p in params]
-    used = 0
-    for x, y in data.split(split).batches(batch_size):
-        if used == batches:
-            break
-        loss = F.cross_entropy(m(x), y)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        for _ in range(n_samples):
-            vs = [torch.randint(0, 2, p.shape, generator=gen).to(p.dtype) * 2 - 1 for p in params]  # +-1
-            hvs = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=True)
-            for d, v, hv in zip(diag, vs, hvs):
-                d += v * hv
-        used += 1
-    if used == 0:
-        raise ConfigError(f"The {split} split is empty: no batch for the Hessian.")
-    diag = [d / (n_samples * used) for d in diag]
-    return {n: (d.sum().item(), d.detach()) for n, d in zip(names, diag)}
+    grads = torch.autograd.grad(_batch_loss(m, data, split, batches, batch_size), params, create_graph=True)
+    n_min = min(max(min_samples, 2), n_samples)
+    return {n: _layer_estimate(g, p, _layer_generator(seed, n), n_samples, n_min, rtol)
+            for n, g, p in zip(names, grads, params)}
 
 
-def hessian_trace(model: nn.Module, data: Dataset, n_samples: int = 32, batches: int = 2, seed: int = 0,
+def hessian_trace(model: nn.Module, data: Dataset, n_samples: int = 256, batches: int = 2, seed: int = 0,
                   layers: Sequence[str] | None = None, batch_size: int = 128,
-                  split: str = "train") -> dict[str, float]:
-    """Hutchinson estimate of the Hessian trace of the loss w.r.t. each layer's weight (HAWQ-v2).
-    Unbiased; its error shrinks as 1/sqrt(n_samples * batches). Seeded."""
-    est = hutchinson(model, data, layers, n_samples, batches, batch_size, seed, split)
-    return {n: t for n, (t, _) in est.items()}
+                  split: str = "train", rtol: float = 0.05) -> dict[str, float]:
+    """Hutchinson estimate of the Hessian trace of the loss w.r.t. each layer's weight (HAWQ-v2):
+    the `trace` of `hutchinson` (per-layer vectors, adaptive stop at rtol). Seeded."""
+    est = hutchinson(model, data, layers, n_samples, batches, batch_size, seed, split, rtol)
+    return {n: e.trace for n, e in est.items()}
 
 
 # ---- captum importance -----------------------------------------------------------------------
@@ -206,15 +261,18 @@ def rank_correlation(proxy: dict[str, float], sweep: pd.DataFrame, level: float 
 
 
 def proxy_table(model: nn.Module, data: Dataset, sweep: pd.DataFrame, level: float | None = None,
-                hessian_samples: int = 16, importance_samples: int = 64,
-                methods: Sequence[str] = IMPORTANCE_METHODS, seed: int = 0) -> tuple[pd.DataFrame, dict[str, float]]:
+                hessian_samples: int = 256, importance_samples: int = 64,
+                methods: Sequence[str] = IMPORTANCE_METHODS, seed: int = 0,
+                hessian_rtol: float = 0.05) -> tuple[pd.DataFrame, dict[str, float]]:
     """Every proxy per swept layer beside the measured sensitivity, and each proxy's Spearman
-    correlation with it.
+    correlation with it. The Hessian trace comes with its standard error (`hutchinson`: at most
+    `hessian_samples` vectors per layer, fewer once the error is within `hessian_rtol` of the
+    trace); the error is no proxy and gets no correlation.
 
     Returns:
         (DataFrame: layer, sensitivity, params, mean_abs, std, kurtosis, outlier_frac, range,
-        hessian_trace, hessian_per_param, obd_saliency, and one column per importance method;
-        {proxy column: Spearman rho}).
+        hessian_trace, hessian_trace_se, hessian_per_param, obd_saliency, and one column per
+        importance method; {proxy column: Spearman rho}, hessian_trace_se left out).
     """
     names = [n for n in dict.fromkeys(sweep["layer"])]
     if not names:
@@ -223,14 +281,15 @@ def proxy_table(model: nn.Module, data: Dataset, sweep: pd.DataFrame, level: flo
     table = pd.DataFrame({"layer": names, "sensitivity": measured_sensitivity(sweep, level).loc[names].to_numpy()})
     for col in ("params", "mean_abs", "std", "kurtosis", "outlier_frac", "range"):
         table[col] = stats[col].to_numpy()
-    hess = hutchinson(model, data, names, n_samples=hessian_samples, seed=seed)
+    hess = hutchinson(model, data, names, n_samples=hessian_samples, seed=seed, rtol=hessian_rtol)
     weights = {n: get_module(model, n).weight.detach() for n in names}
-    table["hessian_trace"] = [hess[n][0] for n in names]
-    table["hessian_per_param"] = [hess[n][0] / weights[n].numel() for n in names]
-    table["obd_saliency"] = [0.5 * (hess[n][1] * weights[n].double().pow(2)).sum().item() for n in names]
+    table["hessian_trace"] = [hess[n].trace for n in names]
+    table["hessian_trace_se"] = [hess[n].stderr for n in names]
+    table["hessian_per_param"] = [hess[n].trace / weights[n].numel() for n in names]
+    table["obd_saliency"] = [0.5 * (hess[n].diag * weights[n].double().pow(2)).sum().item() for n in names]
     for method in methods:
         scores = layer_importance(model, data, method, n=importance_samples, layers=names)
         table[method] = [scores[n] for n in names]
-    proxies = [c for c in table.columns if c not in ("layer", "sensitivity")]
+    proxies = [c for c in table.columns if c not in ("layer", "sensitivity", "hessian_trace_se")]
     corr = {c: spearman(table[c], table["sensitivity"]) for c in proxies}
     return table, corr
