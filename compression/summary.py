@@ -39,3 +39,24 @@ def layer_table(model: nn.Module, example: torch.Tensor) -> pd.DataFrame:
     df["macs_share"] = df["macs"] / max(df["macs"].sum(), 1)
     df.attrs["total_macs"] = total  # the whole forward's count, also where per-layer MACs are unknown
     return df
+
+
+def size_change(before: int, after: int, tolerance: float = 0.005) -> str:
+    """'2.0x smaller', '1.3x larger' or 'same size' (within `tolerance`): a size delta that never
+    calls a bigger file smaller."""
+    ratio = before / max(after, 1)
+    if ratio > 1 + tolerance:
+        return f"{ratio:.1f}x smaller"
+    if ratio < 1 - tolerance:
+        return f"{1 / ratio:.1f}x larger"
+    return "same size"
+
+
+def chance_note(accuracy: float, num_classes: int, baseline: float, margin: float = 0.05) -> str | None:
+    """A one-line warning when a compressed model scores at chance (within `margin` of 1/classes)
+    while its baseline did clearly better; None otherwise."""
+    chance = 1.0 / max(num_classes, 1)
+    if accuracy <= chance + margin and baseline > chance + 4 * margin:
+        return (f"Accuracy {accuracy:.1%} is at chance ({chance:.0%} for {num_classes} classes): this setting "
+                "destroys what the model learned. Lower it, or fine-tune afterwards.")
+    return None

@@ -13,6 +13,7 @@ from compression.data import Dataset, load_digits
 from compression.errors import CompressionError
 from compression.jobs import Job
 from compression.loading import LoadedModel, check_model, load_model_bytes
+from compression.summary import chance_note, size_change
 
 UPLOAD = "Upload a file…"
 BUNDLED = "digits (bundled)"
@@ -440,7 +441,10 @@ def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
     c2.metric("Non-zero params", f"{m['nonzero_params']:,}",
               delta=f"{m['nonzero_params'] - base['nonzero_params']:+,}", delta_color="inverse")
     c3.metric("Size", f"{m['size_bytes'] / 1024:.1f} KiB", help=m["size_method"],
-              delta=f"{base['size_bytes'] / max(m['size_bytes'], 1):.1f}x smaller", delta_color="off")
+              delta=size_change(base["size_bytes"], m["size_bytes"]), delta_color="off")
+    warning = chance_note(m["accuracy"], current_data().num_classes, base["accuracy"])
+    if warning:
+        st.warning(warning)
     if m.get("latency_ms") is None and cfg is not None:
         from compression.evaluate import LATENCY_FIELDS
 

@@ -5,6 +5,7 @@ import streamlit as st
 from compression.figures import curve_figure
 from compression.figures_compress import sim_vs_real_figure, sqnr_figure
 from compression.quantization import QuantConfig, qat_finetune
+from compression.summary import size_change
 from compression.training import TrainConfig
 from pages._common import (accuracy_label, add_result, base_metrics, compressed_result, current_base,
                            current_data, curve, epoch_callback, keep_as_working, metric_row, show_error)
@@ -63,7 +64,7 @@ if real is not None:
     k1, k2, k3, k4 = st.columns(4)
     k1.metric("int8 accuracy", f"{rm['accuracy']:.2%}", delta=f"{(rm['accuracy'] - base_m['accuracy']) * 100:+.2f} pts")
     k2.metric("int8 size", f"{rm['size_bytes'] / 1024:.1f} KiB", help=rm["size_method"], delta_color="off",
-              delta=f"{base_m['size_bytes'] / max(rm['size_bytes'], 1):.1f}x smaller")
+              delta=size_change(base_m["size_bytes"], rm["size_bytes"]))
     k3.metric(f"int8 latency (batch {rr['latency_batch']})", f"{rr['int8_latency_ms']:.2f} ms", delta_color="off",
               delta=f"{rr['speedup']:.2f}x speed-up",
               help=f"fp32 {rr['fp32_latency_ms']:.2f} ms, measured together: medians of {rr['latency_rounds']} "

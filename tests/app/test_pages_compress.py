@@ -98,3 +98,12 @@ def test_compressed_model_is_made_once_per_config(page):
     assert not at.exception and at.session_state["compressed_copy"][1] is first
     at.slider(key="prune_sparsity").set_value(70).run()
     assert at.session_state["compressed_copy"][1] is not first
+
+
+def test_a_result_at_chance_says_so(page):
+    at = page("pages/pruning.py")
+    at.slider(key="prune_sparsity").set_value(50).run()
+    assert not any("at chance" in w.value for w in at.warning)
+    at.slider(key="prune_sparsity").set_value(99).run()          # the MLP at 99%: ~6% on 10 classes
+    assert not at.exception
+    assert any("at chance (10% for 10 classes)" in w.value for w in at.warning)
