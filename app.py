@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._common import sidebar
+from pages._common import last_result, sidebar
 
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"  # bundled: a Material icon here is fetched from a CDN
 
@@ -37,5 +37,6 @@ PAGES = {
 # The shared sidebar is drawn here, once per run and before the page: its widgets are then the
 # same widgets on every page, so the model, data and device chosen survive a page change.
 pg = st.navigation(PAGES)
-sidebar()
+slot = sidebar()
 pg.run()
+last_result(slot)  # after the page: the sidebar shows this run's result, not the previous one's

@@ -263,9 +263,10 @@ def _data_sidebar() -> None:
                    current_data().name, "data")
 
 
-def sidebar() -> None:
+def sidebar():
     """Model, data and device pickers, and the current model's headline numbers. Drawn once per
-    run by app.py, before the page, so its widgets are the same on every page."""
+    run by app.py, before the page, so its widgets are the same on every page. Returns the sidebar
+    slot for `last_result` (None when the model could not be evaluated)."""
     with st.sidebar:
         _model_sidebar()
         _data_sidebar()
@@ -284,16 +285,26 @@ def sidebar() -> None:
         warning = _plausibility(base.model, base.fingerprint, data, data.fingerprint)
         if warning:
             st.warning(warning.replace("--preprocess ", "preprocessing "))
-        working = st.session_state.get("working")
-        if working:
-            m = working["metrics"]
-            st.metric("Compressed accuracy", f"{m['accuracy']:.2%}",
-                      delta=f"{(m['accuracy'] - metrics['accuracy']) * 100:+.2f} pts")
-            st.caption(f"{working['label']}: {m['size_bytes'] / 1024:.1f} KiB "
-                       f"(baseline {metrics['size_bytes'] / 1024:.1f} KiB)")
-            note = data.scoring_note()
-            if note:
-                st.caption(note[0].upper() + note[1:].split(";")[0] + ".")
+        return st.empty()  # the last result, filled by last_result() once the page has run
+
+
+def last_result(slot) -> None:
+    """The page's latest result in the sidebar slot `sidebar()` left, drawn after the page ran, so
+    it shows this run's result rather than the previous one's."""
+    working = st.session_state.get("working")
+    if slot is None or not working:
+        return
+    base, data = base_metrics(), current_data()
+    m = working["metrics"]
+    with slot.container():
+        st.metric("Compressed accuracy", f"{m['accuracy']:.2%}",
+                  delta=f"{(m['accuracy'] - base['accuracy']) * 100:+.2f} pts",
+                  help="The latest result computed on a page (not yet kept: Keep makes it the working model).")
+        st.caption(f"{working['label']}: {m['size_bytes'] / 1024:.1f} KiB "
+                   f"(baseline {base['size_bytes'] / 1024:.1f} KiB)")
+        note = data.scoring_note()
+        if note:
+            st.caption(note[0].upper() + note[1:].split(";")[0] + ".")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

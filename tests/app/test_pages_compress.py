@@ -107,3 +107,11 @@ def test_a_result_at_chance_says_so(page):
     at.slider(key="prune_sparsity").set_value(99).run()          # the MLP at 99%: ~6% on 10 classes
     assert not at.exception
     assert any("at chance (10% for 10 classes)" in w.value for w in at.warning)
+
+
+def test_sidebar_result_is_this_runs_result(page):
+    at = page("pages/pruning.py")
+    for level in (30, 90, 60):
+        at.slider(key="prune_sparsity").set_value(level).run()
+        shown = next(m.value for m in at.sidebar.metric if m.label == "Compressed accuracy")
+        assert shown == next(m.value for m in at.main.metric if m.label == "Accuracy"), level   # no lag
