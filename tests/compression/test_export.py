@@ -128,6 +128,20 @@ def test_onnx_matches_when_available(model_case, digits, tmp_path):
         torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-4, rtol=1e-4)
 
 
+def test_onnx_matches_onnxruntime(model_case, digits, tmp_path):
+    """An independent runtime runs the exported graph: its logits equal the model's."""
+    if "onnx" not in available_formats():
+        pytest.skip("onnx is not installed (pip install -r requirements.txt installs it)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (requirements.txt has it)")
+    name, model = model_case
+    result = export_model(model, "onnx", tmp_path / f"{name}.onnx", digits.test.X[:1])
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = digits.test.X[:33]                               # a batch size the export never saw
+    (out,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-4, rtol=1e-4)
+
+
 def test_folded_copy_and_errors(digits, tmp_path):
     model = pruned_mlp()
     folded = folded_copy(model)
