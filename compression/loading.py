@@ -5,10 +5,12 @@ ever unpickled beyond tensors and plain containers."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import threading
 import zipfile
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compression import zoo
+from compression import sandbox, zoo
 from compression.data import Dataset
 from compression.devices import available_memory_bytes
 from compression.errors import ModelDataMismatch, ModelLoadError
@@ -28,7 +30,7 @@ from compression.safety import (check_export_archive, check_torchscript_module, 
                                 run_with_time_limit)
 
 MAX_MODEL_BYTES = 1 << 30
-FORWARD_LIMIT_S = 20.0   # seconds the load check's forward may take ($COMPRESSION_FORWARD_LIMIT_S)
+CHECK_SAMPLES = 8        # validation samples the load check runs the model on
 _EXPORT_LOCK = threading.Lock()
 
 
@@ -216,11 +218,15 @@ def _check_archive(fmt: str, payload: bytes) -> None:
         (check_torchscript_source if fmt == "torchscript" else check_export_archive)(zf)
 
 
-def load_program(fmt: str, payload: bytes) -> nn.Module:
+def load_program(fmt: str, payload: bytes, sample: torch.Tensor | None = None, isolate: bool = True) -> nn.Module:
     """A TorchScript module or a torch.export program (its layer ops lifted into real modules)
-    from a file's bytes; also the architecture inside a compact file of a
-    user's model. Raises ModelLoadError."""
+    from a file's bytes; also the architecture inside a compact file of a user's model. Its
+    archive is checked first (compression.safety); then, with `isolate`, it is opened and run on
+    `sample` in a child process under a time limit and a memory cap (compression.sandbox) before
+    it is opened here. Raises ModelLoadError."""
     _check_archive(fmt, payload)
+    if isolate:
+        sandbox.check_program(fmt, payload, sample)
     if fmt == "torchscript":
         try:
             module = torch.jit.load(io.BytesIO(payload), map_location="cpu").eval()
@@ -242,6 +248,7 @@ def load_program(fmt: str, payload: bytes) -> nn.Module:
 
 
 def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.Module, str]:
+    sample = data.val.X[:CHECK_SAMPLES] if data is not None else None
     payload_head = path.open("rb").read(64)
     names = None
     if zipfile.is_zipfile(path):
@@ -253,9 +260,9 @@ def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.M
     if fmt == "compact":
         from compression import compact
 
-        return compact.load_compact(path, program_loader=load_program), "compact"
+        return compact.load_compact(path, program_loader=functools.partial(load_program, sample=sample)), "compact"
     if fmt in ("torchscript", "exported"):
-        return load_program(fmt, path.read_bytes()), fmt
+        return load_program(fmt, path.read_bytes(), sample), fmt
     if fmt in ("safetensors", "torch_zip", "torch_legacy"):
         state, acts = _load_state_dict_file(path, fmt)
         if arch is None:
@@ -349,8 +356,7 @@ def _timed_forward(model: nn.Module, x: torch.Tensor):
             set_training(model, False)
             return model(x)
 
-    limit = float(os.environ.get("COMPRESSION_FORWARD_LIMIT_S", FORWARD_LIMIT_S))
-    return run_with_time_limit(forward, limit, f"the model on {len(x)} samples")
+    return run_with_time_limit(forward, sandbox.forward_limit_s(), f"the model on {len(x)} samples")
 
 
 def _fixed_batch_hint(model: nn.Module, x: torch.Tensor) -> str:
@@ -363,7 +369,7 @@ def _fixed_batch_hint(model: nn.Module, x: torch.Tensor) -> str:
             "Trace it with a batch of 2 or more (or export with a dynamic batch dimension) and load it again.")
 
 
-def check_model(model: nn.Module, data: Dataset, n: int = 8) -> nn.Module:
+def check_model(model: nn.Module, data: Dataset, n: int = CHECK_SAMPLES) -> nn.Module:
     """Run the model on a few validation samples: it must run, give (n, classes) finite logits,
     and have finite parameters. Returns the model, wrapped when its logits sit in a dict/tuple."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -393,3 +399,7 @@ def check_model(model: nn.Module, data: Dataset, n: int = 8) -> nn.Module:
     if not torch.isfinite(out).all():
         raise ModelDataMismatch("The model's outputs hold NaN or Inf on this data.")
     return model
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--sandbox"]:  # the child of compression.sandbox
+    sys.exit(sandbox.serve(sys.argv[2:], functools.partial(load_program, isolate=False)))

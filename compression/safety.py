@@ -121,11 +121,73 @@ def _graph_ops(graph) -> set[str]:
     return kinds
 
 
+# operators that turn a tensor's values into a Python scalar: a loop bounded by one can run forever
+TENSOR_TO_SCALAR = frozenset({"aten::Int", "aten::Float", "aten::Bool", "aten::item", "aten::is_nonzero",
+                              "aten::IntImplicit", "aten::FloatImplicit", "aten::ScalarImplicit", "aten::tolist",
+                              "prim::tolist", "aten::equal", "aten::allclose", "aten::__contains__"})
+
+
+def _depends_on_values(start, loop_of: dict) -> str | None:
+    """The tensor-to-scalar operator (if any) that `start`, a scalar of the graph, is computed from.
+    Walks producers backwards, through the blocks of If/Loop nodes and loop-carried values."""
+    seen, todo = set(), [start]
+    while todo:
+        value = todo.pop()
+        if value.unique() in seen:
+            continue
+        seen.add(value.unique())
+        node = value.node()
+        if node.kind() in TENSOR_TO_SCALAR:
+            return node.kind()
+        if node.kind() == "prim::Param":            # a block's input: a loop counter or a carried value
+            owner = loop_of.get(id(node))
+            if owner is not None:
+                loop, block = owner
+                todo.extend(list(loop.inputs()))
+                todo.extend(list(block.outputs()))
+            continue
+        todo.extend(node.inputs())
+        for block in node.blocks():
+            todo.extend(block.outputs())
+    return None
+
+
+def _unbounded_loop(graph) -> str | None:
+    """Where a loop's trip count or condition comes from tensor values ('while x.sum() > 0'):
+    such a forward may never return on some input however it behaved on the check batch."""
+    loops, blocks = [], [graph]
+    while blocks:
+        for node in blocks.pop().nodes():
+            if node.kind() == "prim::Loop":
+                loops.append(node)
+            blocks.extend(node.blocks())
+    loop_of = {}
+    for loop in loops:
+        block = next(loop.blocks())
+        loop_of[id(block.paramNode())] = (loop, block)
+    for loop in loops:
+        block = next(loop.blocks())
+        for value in (loop.inputsAt(0), loop.inputsAt(1), next(block.outputs())):
+            op = _depends_on_values(value, loop_of)
+            if op is not None:
+                lines = [ln.strip() for ln in loop.sourceRange().splitlines()]
+                where = next((ln for ln in lines if ln.startswith(("while ", "for "))), "a loop")
+                return f"'{where[:100]}' (bounded by {op})"
+    return None
+
+
 def check_torchscript_module(module) -> None:
     """The loaded module's graphs, every method of every submodule: the same allow-list (a second
-    look, from what the compiler built rather than from the source text)."""
+    look, from what the compiler built rather than from the source text), and no loop whose length
+    depends on tensor values: with only loops bounded by sizes and constants, a forward that
+    returned on the check batch returns on any batch of the same shape."""
     for sub in module.modules():
         for name in sub._c._method_names():
+            loop = _unbounded_loop(sub._c._get_method(name).inlined_graph)
+            if loop is not None:
+                raise ModelLoadError(f"Refused: the TorchScript method {name!r} has a loop whose length depends on "
+                                     f"tensor values, so it may never return on some input: {loop}. Bound it by a "
+                                     "size or a constant (for i in range(N)).")
             for kind in _graph_ops(sub._c._get_method(name).graph):
                 ns, _, op = kind.partition("::")
                 if ns in ("aten", "prim", "quantized"):

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -101,11 +102,23 @@ CUSTOM_OP = NET + '''    def forward(self, x):
 
 NEVER_RETURNS = NET + '''    def forward(self, x):
         y = x
-        while bool(y.sum() > -1.0):
+        print('{"loaded": 0.0}')               # the child's protocol runs on its own pipe, not stdout
+        for i in range(1 << 60):                # bounded by a constant, so only the time limit stops it
             y = y + 1.0
         return self.fc(y.flatten(1))
 '''
 
+SIZE_BOMB = NET + '''    def forward(self, x):
+        big = torch.ones([30000, 30000, 8])     # 28 GiB on any input
+        return self.fc(x.flatten(1)) + big.sum() * 0
+'''
+
+DATA_LOOP = NET + '''    def forward(self, x):
+        y = x
+        while bool(y.sum() > -1.0):
+            y = y + 1.0
+        return self.fc(y.flatten(1))
+'''
 
 @pytest.mark.parametrize("source,name,phrase", [
     (FILE_IN_FORWARD, "forward_file", "aten::from_file"),
@@ -137,6 +150,28 @@ def test_never_returning_forward_is_refused_within_the_limit(tmp_path):
     path = _script(NEVER_RETURNS, "loops", tmp_path)
     code, err, peak, seconds = _child(path, {"COMPRESSION_FORWARD_LIMIT_S": "3"})
     assert code == 2 and "did not return within 3 s" in err and seconds < 30 and peak < PEAK_KIB, (err, seconds)
+
+
+def test_never_returning_forward_leaves_nothing_running_in_this_process(tmp_path, monkeypatch, digits):
+    """The forward ran in a child that was killed: no thread of this process keeps spinning."""
+    path = _script(NEVER_RETURNS, "loops_lib", tmp_path)
+    monkeypatch.setenv("COMPRESSION_FORWARD_LIMIT_S", "2")
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="did not return within 2 s"):
+        load_model(path, data=digits)
+    assert time.perf_counter() - start < 30
+    assert not [t for t in threading.enumerate() if t.name == "user-forward"]
+
+
+def test_size_bomb_in_forward_is_stopped_by_the_memory_cap(tmp_path):
+    path = _script(SIZE_BOMB, "size_bomb", tmp_path)
+    _refused(path, "memory cap")
+
+
+def test_loop_bounded_by_tensor_values_is_refused_before_it_runs(tmp_path):
+    path = _script(DATA_LOOP, "data_loop", tmp_path)
+    with pytest.raises(ModelLoadError, match=r"loop whose length depends on tensor values.*while bool"):
+        load_model(path, data=None)
 
 
 # ---- torch.export archives ---------------------------------------------------------------------
@@ -273,9 +308,7 @@ def test_good_files_still_load(tmp_path):
     assert load_model(traced).kind == "torchscript"
 
 
-def test_a_model_traced_for_one_sample_is_refused_with_the_reason(tmp_path):
-    from compression.data import load_digits
-
+def test_a_model_traced_for_one_sample_is_refused_with_the_reason(tmp_path, digits):
     class OneAtATime(nn.Module):
         def __init__(self):
             super().__init__()
@@ -287,4 +320,4 @@ def test_a_model_traced_for_one_sample_is_refused_with_the_reason(tmp_path):
     path = tmp_path / "one.pt"
     torch.jit.save(torch.jit.trace(OneAtATime(), torch.randn(1, 1, 8, 8)), path)
     with pytest.raises(ModelDataMismatch, match="traced or exported for a fixed batch size"):
-        load_model(path, data=load_digits())
+        load_model(path, data=digits)
