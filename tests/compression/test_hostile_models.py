@@ -38,7 +38,13 @@ def _child(path: Path, env: dict | None = None) -> tuple[int, str, int, float]:
     done = subprocess.run([sys.executable, "-c", CHILD, "evaluate", "--model", str(path), "--no-latency",
                            "--no-store"], cwd=ROOT, capture_output=True, text=True, timeout=SECONDS,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    return done.returncode, done.stderr.strip(), int(done.stdout.split()[-1]), time.perf_counter() - start
+    result = done.returncode, done.stderr.strip(), int(done.stdout.split()[-1]), time.perf_counter() - start
+    if os.environ.get("HOSTILE_LOG"):  # the closing note's table: HOSTILE_LOG=cases.jsonl pytest this file
+        with open(os.environ["HOSTILE_LOG"], "a") as log:
+            log.write(json.dumps({"case": os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0],
+                                  "file_bytes": path.stat().st_size, "exit": result[0], "peak_kib": result[2],
+                                  "seconds": round(result[3], 2), "message": result[1].splitlines()[-1][:160]}) + "\n")
+    return result
 
 
 def _refused(path: Path, phrase: str, env: dict | None = None) -> None:
