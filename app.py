@@ -11,8 +11,12 @@ ICON = Path(__file__).resolve().parent / "assets" / "icon.png"  # bundled: a Mat
 st.set_page_config(page_title="Compression Studio", page_icon=str(ICON), layout="wide")
 
 PAGES = {
+    "Start": [
+        st.Page("pages/start.py", title="Start here", icon=":material/flag:", default=True),
+        st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:"),
+    ],
     "Model": [
-        st.Page("pages/model.py", title="Model & data", icon=":material/memory:", default=True),
+        st.Page("pages/model.py", title="Model & data", icon=":material/memory:"),
         st.Page("pages/weights.py", title="Weights", icon=":material/bar_chart:"),
     ],
     "Compress": [
@@ -36,7 +40,7 @@ PAGES = {
 
 # The shared sidebar is drawn here, once per run and before the page: its widgets are then the
 # same widgets on every page, so the model, data and device chosen survive a page change.
-pg = st.navigation(PAGES)
+pg = st.navigation(PAGES, expanded=True)  # every page listed: no "View N more"
 slot = sidebar()
 pg.run()
 last_result(slot)  # after the page: the sidebar shows this run's result, not the previous one's

@@ -11,6 +11,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from compression import zoo
 from compression.data import Dataset, load_digits
 from compression.errors import CompressionError
+from compression.glossary import help_for
 from compression.jobs import Job
 from compression.loading import LoadedModel, check_model, load_model_bytes
 from compression.summary import chance_note, size_change
@@ -281,7 +282,7 @@ def sidebar():
             show_error(exc, "Could not evaluate the model")
             return
         st.metric("Baseline accuracy", f"{metrics['accuracy']:.2%}",
-                  help=f"{metrics['split']} split, {metrics['n_samples']} samples")
+                  help=help_for("accuracy", note=f"{metrics['split']} split, {metrics['n_samples']} samples."))
         warning = _plausibility(base.model, base.fingerprint, data, data.fingerprint)
         if warning:
             st.warning(warning.replace("--preprocess ", "preprocessing "))
@@ -448,9 +449,11 @@ def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
     The first three draw at once; with `cfg`, latency is then measured (once per model and
     config) and drawn. Returns `m` with the latency fields filled in, for add_result."""
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Accuracy", f"{m['accuracy']:.2%}", delta=f"{(m['accuracy'] - base['accuracy']) * 100:+.2f} pts")
+    c1.metric("Accuracy", f"{m['accuracy']:.2%}", delta=f"{(m['accuracy'] - base['accuracy']) * 100:+.2f} pts",
+              help=help_for("accuracy", note="Delta: percentage points against the baseline."))
     c2.metric("Non-zero params", f"{m['nonzero_params']:,}",
-              delta=f"{m['nonzero_params'] - base['nonzero_params']:+,}", delta_color="inverse")
+              delta=f"{m['nonzero_params'] - base['nonzero_params']:+,}", delta_color="inverse",
+              help=help_for("non-zero parameters", "sparsity"))
     c3.metric("Size", f"{m['size_bytes'] / 1024:.1f} KiB", help=m["size_method"],
               delta=size_change(base["size_bytes"], m["size_bytes"]), delta_color="off")
     warning = chance_note(m["accuracy"], current_data().num_classes, base["accuracy"])
@@ -470,11 +473,13 @@ def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
         paired = "the original timed alongside, in alternating rounds" if m.get("baseline_latency_ms") else \
             "the original's baseline measurement"
         c4.metric("Latency", f"{m['latency_ms']:.3f} ms", delta=f"{m['latency_ms'] / reference:.2f}x original",
-                  delta_color="off", help=f"measured on {current_device()} after accuracy and size: median after "
-                                          f"warm-up, batch {m['batch_size']}, {m['threads']} threads; compared with "
-                                          f"{paired} ({reference:.3f} ms). {latency_note}")
+                  delta_color="off", help=help_for("latency", note=(
+                      f"Measured on {current_device()} after accuracy and size: median after warm-up, batch "
+                      f"{m['batch_size']}, {m['threads']} threads; compared with {paired} ({reference:.3f} ms). "
+                      f"{latency_note}")))
     if m.get("agreement") is not None:
-        st.caption(f"Agreement with the original: {m['agreement']:.2%} top-1 · KL divergence {m['kl_divergence']:.4f}")
+        st.caption(f"Agreement with the original: {m['agreement']:.2%} top-1 · KL divergence {m['kl_divergence']:.4f}",
+                   help=help_for("top-1 agreement", "KL divergence"))
     return m
 
 

@@ -6,6 +6,8 @@ import streamlit as st
 
 from compression.figures_analysis import (allocation_figure, correlation_figure, proxy_figure,
                                           sweep_heatmap_figure, sweep_lines_figure, sweep_work)
+from compression.glossary import help_for
+from compression.layer_notes import why_sensitive
 from compression.proxies import measured_sensitivity
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
 from pages._common import current_base, current_data, current_device, job_panel, show_error, start_background
@@ -13,6 +15,34 @@ from pages._common import current_base, current_data, current_device, job_panel,
 JOB = "sens_job"
 LEVELS = {"prune": ("sparsity", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.3, 0.5, 0.7, 0.9]),
           "quantize": ("bits", [2, 3, 4, 5, 6, 8], [2, 3, 4, 8])}
+LEVEL_TERMS = {"prune": "sparsity", "quantize": "bit-width"}
+PROXY_TERMS = {"sensitivity": "sensitivity", "kurtosis": "kurtosis", "outlier_frac": "outlier fraction",
+               "hessian_trace": "Hessian trace", "hessian_per_param": "Hessian per parameter",
+               "obd_saliency": "OBD saliency", "gradxact": "gradient x activation", "conductance": "conductance"}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def layer_why(_model, model_id: str, layer: str, measured: str, kind: str) -> str:
+    """compression.layer_notes.why_sensitive, once per (model, layer, verdict, method)."""
+    return why_sensitive(_model, layer, measured, kind)
+
+
+def why_panel(model, model_id: str, scores: pd.Series, kind: str) -> None:
+    """Why the most and the least sensitive layers are so, each with a link to its weights."""
+    most, least = str(scores.idxmax()), str(scores.idxmin())
+    picks = dict.fromkeys([(most, "most"), (least, "least")])
+    panel = st.expander(f"Why {most}" + (f" and {least}?" if least != most else "?"), expanded=True)
+    panel.caption("What the layers' size, place and shape say: rules of thumb that explain the sweep, not replace it.")
+    for col, (layer, measured) in zip(panel.columns(len(picks)), picks):
+        try:
+            col.markdown(layer_why(model, model_id, layer, measured, kind))
+        except Exception as exc:  # an unusual layer: the sweep's numbers above still stand
+            col.caption(f"No explanation for {layer}: {exc}")
+        col.page_link("pages/weights.py", label=f"See {layer}'s weights", icon=":material/bar_chart:",
+                      query_params={"layer": layer},
+                      help=f"The Weights page: pick {layer} in its Layer list for the histogram and the "
+                           "quantization grids.")
+
 
 st.title("Sensitivity")
 intro("Each layer is compressed on its own, at each level, while the rest of the model stays intact; the "
@@ -25,8 +55,10 @@ base, data = current_base(), current_data()
 c1, c2, c3 = st.columns([1, 3, 1])
 kind = c1.radio("Method", list(LEVELS), key="sens_kind", format_func=lambda k: k.capitalize())
 level_title, options, default = LEVELS[kind]
-levels = c2.multiselect(f"Levels ({level_title})", options, default=default, key=f"sens_levels_{kind}")
-proxies_on = c3.checkbox("Proxies", True, key="sens_proxies", help="also compute the proxies after the sweep")
+levels = c2.multiselect(f"Levels ({level_title})", options, default=default, key=f"sens_levels_{kind}",
+                        help=help_for(LEVEL_TERMS[kind]))
+proxies_on = c3.checkbox("Proxies", True, key="sens_proxies",
+                         help=help_for("proxy", note="Also compute the proxies after the sweep."))
 if st.button("Run the sweep", key="sens_run", type="primary"):
     if not levels:
         st.error("Pick at least one level.")
@@ -67,10 +99,12 @@ if sweep.attrs.get("stopped"):
     st.warning(f"Stopped early: the figures show the {len(sweep)} points measured before the stop.")
 c1, c2, c3 = st.columns(3)
 c1.metric("Most sensitive layer", str(scores.idxmax()), delta=f"-{scores.max() * 100:.2f} pts on average",
-          help="mean validation-accuracy drop over the swept levels")
-c2.metric("Least sensitive layer", str(scores.idxmin()), delta=f"-{scores.min() * 100:.2f} pts on average")
+          help=help_for("sensitivity"))
+c2.metric("Least sensitive layer", str(scores.idxmin()), delta=f"-{scores.min() * 100:.2f} pts on average",
+          help=help_for("sensitivity"))
 worst = sweep.loc[sweep["accuracy"].idxmin()]
 metric_delta(c3, "Worst point", worst["accuracy"], base_acc, help=f"{worst['layer']} at {level_title} {worst['level']}")
+why_panel(base.model, base.fingerprint, scores, kind)
 left, right = st.columns(2)
 left.plotly_chart(sweep_lines_figure(sweep, level_title=level_title, baseline=base_acc), key="sens_lines_fig")
 right.plotly_chart(sweep_heatmap_figure(sweep, level_title=level_title), key="sens_heat_fig")
@@ -82,7 +116,8 @@ if table is not None and len(table):
     if ranked:
         c1, c2 = st.columns([1, 3])
         c1.metric("Best proxy", ranked[0], delta=f"Spearman ρ = {corr[ranked[0]]:+.2f}", delta_arrow="off",
-                  help="read 'larger = more sensitive': a good proxy ranks the layers as the sweep did (ρ near +1)")
+                  help=help_for("Spearman rho", note="Read 'larger = more sensitive': a good proxy ranks the layers "
+                                                     "as the sweep did (ρ near +1)."))
         if len(table) < 5:
             c2.caption(f"With {len(table)} layers a rank correlation can take only a few values: "
                        "treat it as a hint, not a verdict.")
@@ -90,7 +125,9 @@ if table is not None and len(table):
     left, right = st.columns(2)
     left.plotly_chart(proxy_figure(table, ["sensitivity", *picked]), key="sens_proxy_fig")
     right.plotly_chart(correlation_figure(corr), key="sens_corr_fig")
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.Column(help=help_for(t)) for c, t in PROXY_TERMS.items()
+                                if c in table})
 
 st.subheader("Budget allocator")
 st.caption("Plans per-layer levels that meet the whole-model target with the least predicted damage (the sum of "

@@ -37,7 +37,7 @@ def test_uploaded_data_is_scored_as_stored_then_as_chosen():
     at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["model_source"] = "Upload a file…"
     at.session_state["data_source"] = "Upload a file…"
-    at.run()
+    at.switch_page("pages/model.py").run()
     at.file_uploader(key="model_upload").upload("mlp.pt", model)
     at.file_uploader(key="data_upload").upload("raw_digits.npz", data)
     at.run()

@@ -11,7 +11,9 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture
 def app() -> AppTest:
-    return AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/model.py")  # the app opens on Start; these numbers are the Model & data page's
+    return at
 
 
 def metric(at: AppTest, label: str) -> str:

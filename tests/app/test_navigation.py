@@ -15,8 +15,8 @@ from compression.data import load_digits
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 UPLOAD = "Upload a file…"
-PAGES = ["model", "weights", "pruning", "quantization", "lowrank", "distillation", "transformer_models",
-         "sensitivity", "explain", "tradeoffs", "runs", "export", "cases"]
+PAGES = ["start", "glossary", "model", "weights", "pruning", "quantization", "lowrank", "distillation",
+         "transformer_models", "sensitivity", "explain", "tradeoffs", "runs", "export", "cases"]
 
 
 def active(at: AppTest) -> str:

@@ -102,7 +102,7 @@ BAD_MODELS = {
 def _app_on_upload() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["model_source"] = "Upload a file…"
-    at.run()
+    at.switch_page("pages/model.py").run()  # the Model & data page: its numbers show the model in use
     assert not at.exception
     return at
 
@@ -141,7 +141,7 @@ def test_good_state_dict_upload_becomes_the_model():
 def test_bad_data_upload_is_a_clear_message(payload, phrase):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["data_source"] = "Upload a file…"
-    at.run()
+    at.switch_page("pages/model.py").run()
     at.file_uploader(key="data_upload").upload("data.csv", payload)
     at.run()
     assert not at.exception

@@ -10,9 +10,13 @@ from tests.e2e.conftest import SHOTS, wait_idle
 
 pytestmark = pytest.mark.browser
 
-PAGES = ["model", "weights", "pruning", "quantization", "lowrank", "distillation", "transformer_models",
-         "sensitivity", "explain",
-         "tradeoffs", "runs", "export", "cases"]
+PAGES = ["start", "glossary", "model", "weights", "pruning", "quantization", "lowrank", "distillation",
+         "transformer_models", "sensitivity", "explain", "tradeoffs", "runs", "export", "cases"]
+DEFAULT = "start"  # the page at the app's root URL
+
+
+def page_url(server: str, name: str) -> str:
+    return server if name == DEFAULT else f"{server}/{name}"
 
 
 METRIC_JS = """(label) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')].find(
@@ -35,8 +39,7 @@ def open_page(browser, url: str):
 
 @pytest.mark.parametrize("name", PAGES)
 def test_every_page_opens(server, browser, name):
-    url = server if name == "model" else f"{server}/{name}"
-    page = open_page(browser, url)
+    page = open_page(browser, page_url(server, name))
     try:
         page.wait_for_selector("h1", timeout=60_000)
         assert page.locator('[data-testid="stException"]').count() == 0

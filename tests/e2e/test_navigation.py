@@ -11,7 +11,7 @@ import torch
 from compression import zoo
 from compression.data import load_digits
 from tests.e2e.conftest import ROOT, SHOTS, _free_port, start_streamlit, wait_healthy, wait_idle
-from tests.e2e.test_browser import PAGES, open_page
+from tests.e2e.test_browser import DEFAULT, PAGES, open_page
 
 pytestmark = pytest.mark.browser
 
@@ -57,10 +57,8 @@ def upload(page, label_start: str, path) -> None:
 def go_to(page, name: str) -> None:
     """Open a page through the sidebar navigation (same session, as a user does)."""
     nav = page.locator('[data-testid="stSidebarNav"]')
-    href = "/" if name == "model" else f"/{name}"
+    href = "/" if name == DEFAULT else f"/{name}"
     link = nav.locator(f"a[href$='{href}']")
-    if link.count() == 0:              # the last pages sit behind "View N more"
-        nav.get_by_text(re.compile(r"View \d+ more")).click()
     before = page.locator("h1").first.inner_text()
     link.click()
     page.wait_for_url(re.compile(re.escape(href) + "$"), timeout=60_000)
@@ -71,7 +69,7 @@ def go_to(page, name: str) -> None:
 
 
 def visit_every_page(page, expected: str, shot: str) -> None:
-    for name in [*PAGES[1:], PAGES[0]]:     # from the Model page round to it again
+    for name in [*PAGES[1:], PAGES[0]]:     # from the Start page round to it again
         go_to(page, name)
         assert page.locator('[data-testid="stException"]').count() == 0, name
         assert active(page) == expected, name
@@ -85,8 +83,23 @@ def test_builtin_model_stays_on_every_page(server, browser):
         pick(page, "Model", zoo.ZOO["resnet"].title)
         wait_active(page, "demo:resnet on digits")
         visit_every_page(page, "demo:resnet on digits", "navigation-resnet.png")
+        go_to(page, "model")
         params = page.locator('[data-testid="stMetric"]', has_text="Parameters").first
         assert params.locator('[data-testid="stMetricValue"]').inner_text() == "77,754"
+    finally:
+        page.close()
+
+
+def test_every_page_is_listed_in_the_navigation(server, browser):
+    """All pages are in the sidebar at once (no "View N more"), and the app opens on Start."""
+    page = open_page(browser, server)
+    try:
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        assert not re.search(r"View \d+ more", nav.inner_text())
+        for name in PAGES:
+            href = "/" if name == DEFAULT else f"/{name}"
+            assert nav.locator(f"a[href$='{href}']").is_visible(), name
+        assert page.locator("h1").first.inner_text() == "Compression Studio"
     finally:
         page.close()
 

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.e2e.conftest import wait_idle
-from tests.e2e.test_browser import PAGES
+from tests.e2e.test_browser import PAGES, page_url
 
 pytestmark = pytest.mark.browser
 
@@ -18,7 +18,7 @@ def test_no_request_leaves_localhost(server, browser):
     page.on("request", lambda r: requests.append(r.url))
     try:
         for name in PAGES:
-            page.goto(server + ("/" if name == "model" else f"/{name}"))
+            page.goto(page_url(server, name))
             wait_idle(page)
     finally:
         page.close()

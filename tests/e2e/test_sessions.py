@@ -27,7 +27,7 @@ def test_sessions_are_isolated(server, browser, n_sessions):
     pages = [c.new_page() for c in contexts]
     try:
         for page in pages:
-            page.goto(server)
+            page.goto(f"{server}/model")   # the Model & data page shows the parameter count
         for page in pages:
             page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
         for page, name in zip(pages, names):   # every session changes its model, interleaved
