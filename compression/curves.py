@@ -11,6 +11,7 @@ from compression.config import MethodConfig, compress
 from compression.data import Dataset
 from compression.evaluate import accuracy_and_loss
 from compression.layers import is_frozen_code, weight_layers
+from compression.quantization import compute_qparams
 
 
 def sweep_configs(model: nn.Module, data: Dataset, configs: dict[float, MethodConfig], x: str,
@@ -52,11 +53,21 @@ def layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
     return seen
 
 
-def quant_grid(values: np.ndarray, bits: int, calibration: str, symmetric: bool = True) -> tuple[np.ndarray, float, float]:
-    """Levels (dequantized values of every code) and clipping range of a per-tensor quantizer."""
-    from compression.quantization import compute_qparams
+def quant_grid(values: np.ndarray, bits: int, calibration: str,
+               symmetric: bool = True) -> tuple[np.ndarray, float, float]:
+    """Levels (dequantized values of every code) and clipping range of a per-tensor quantizer.
 
-    info = compute_qparams(torch.from_numpy(values), bits, symmetric, None, calibration)
+    The clipping range is where the quantizer starts to clip: half a step beyond the end levels.
+    A value inside it rounds to its nearest level (an error of at most half a step); only a value
+    beyond it is clamped to an end level and moves further. Min-max calibration puts the range's
+    ends at the calibrated min and max (PyTorch's symmetric scale max|x| / (2^(bits-1) - 1/2)
+    puts max|x| exactly half a step above the top level), so it clips none of its own values.
+
+    Returns:
+        (levels (2^bits,) ascending, low, high).
+    """
+    info = compute_qparams(torch.from_numpy(np.ascontiguousarray(values)), bits, symmetric, None, calibration)
     codes = torch.arange(info.qmin, info.qmax + 1)
-    levels = info.dequantize(codes).numpy()
-    return levels, float(levels.min()), float(levels.max())
+    levels = info.dequantize(codes).double().numpy()
+    half = float(info.scale) / 2
+    return levels, float(levels[0]) - half, float(levels[-1]) + half

@@ -12,17 +12,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from compression.figures import (PCT_TICKS, axis_title, category_ticks, is_percent, palette, percent_axis,
+                                 value_format)
+
 MARGIN = dict(l=50, r=10, t=40, b=50)
-AXIS_TITLES = {"accuracy": "accuracy", "size_bytes": "size (KiB)", "latency_ms": "latency (ms)",
-               "loss": "training loss", "val_loss": "validation loss", "val_accuracy": "validation accuracy",
-               "train_accuracy": "training accuracy", "epoch": "epoch"}
 SCALE = {"size_bytes": 1 / 1024}  # plotted unit = stored unit * scale (bytes -> KiB)
 TRADEOFF_COLUMNS = ["label", "source", "model", "method", "accuracy", "size_bytes", "latency_ms", "config"]
-
-
-def _pct_axis(fig: go.Figure, name: str, axis: str = "yaxis") -> None:
-    if "accuracy" in name:
-        fig.update_layout({axis: dict(tickformat=".0%")})
 
 
 # ---- trade-offs and Pareto fronts -------------------------------------------------------------
@@ -55,6 +50,7 @@ def tradeoff_figure(df: pd.DataFrame, x: str = "size_bytes", y: str = "accuracy"
     Pareto front (smaller x, higher y) as a line through its points. Hover shows label and config.
     Sizes are plotted in KiB."""
     fig = go.Figure()
+    point = f"%{{hovertext}}<br>{axis_title(x)} %{{x:.3g}}, {axis_title(y)} %{{y:{value_format(y)}}}<extra></extra>"
     data = df.copy()
     data[x] = pd.to_numeric(data[x], errors="coerce")
     data = data[data[x].notna() & pd.to_numeric(data[y], errors="coerce").notna()]
@@ -66,18 +62,22 @@ def tradeoff_figure(df: pd.DataFrame, x: str = "size_bytes", y: str = "accuracy"
                  zip(part.get("label", part.index.astype(str)), part.get("config", [""] * len(part)))]
         fig.add_trace(go.Scatter(x=part[x] * scale, y=part[y], mode="markers", name=str(source),
                                  marker=dict(size=10, symbol="diamond" if source == "baseline" else "circle"),
-                                 hovertext=hover, hovertemplate="%{hovertext}<br>%{x:.3g}, %{y:.3g}<extra></extra>"))
+                                 hovertext=hover, hovertemplate=point))
     front = data[pareto_front(data, x, y)].sort_values(x)
     fig.add_trace(go.Scatter(x=front[x] * scale, y=front[y], mode="lines+markers", name="Pareto front",
                              line=dict(color="crimson", dash="dash"),
                              marker=dict(size=14, symbol="circle-open", color="crimson"),
                              hovertext=list(front.get("label", front.index.astype(str))),
                              hovertemplate="Pareto: %{hovertext}<extra></extra>"))
-    fig.update_layout(title=title or f"{AXIS_TITLES.get(y, y)} vs {AXIS_TITLES.get(x, x)}",
-                      xaxis_title=AXIS_TITLES.get(x, x), yaxis_title=AXIS_TITLES.get(y, y),
-                      height=420, margin=MARGIN)
-    _pct_axis(fig, y)
+    fig.update_layout(title=title or f"{_plain(y)} vs {_plain(x).lower()}",
+                      xaxis_title=axis_title(x), yaxis_title=axis_title(y), height=420, margin=MARGIN)
+    percent_axis(fig, y)
     return fig
+
+
+def _plain(name: str) -> str:
+    """An axis title without its unit, for a chart title: 'Accuracy (%)' -> 'Accuracy'."""
+    return axis_title(name).split(" (")[0]
 
 
 def results_frame(results: Iterable[Mapping], source: str = "session") -> pd.DataFrame:
@@ -132,11 +132,12 @@ def curve_figure(rows: Sequence[Mapping] | pd.DataFrame, value: str, title: str 
         for run, part in df.groupby("run", sort=False):
             part = part.sort_values("epoch")
             fig.add_trace(go.Scatter(x=part["epoch"], y=part[value], mode="lines+markers", name=str(run),
-                                     line=dict(dash="dot" if "baseline" in str(run) else "solid")))
-    fig.update_layout(title=title or AXIS_TITLES.get(value, value), xaxis_title="epoch",
-                      yaxis_title=AXIS_TITLES.get(value, value), height=340, margin=MARGIN)
+                                     line=dict(dash="dot" if "baseline" in str(run) else "solid"),
+                                     hovertemplate=f"epoch %{{x}}: %{{y:{value_format(value)}}}<extra>{run}</extra>"))
+    fig.update_layout(title=title or _plain(value), xaxis_title=axis_title("epoch"),
+                      yaxis_title=axis_title(value), height=340, margin=MARGIN)
     fig.update_xaxes(dtick=1)
-    _pct_axis(fig, value)
+    percent_axis(fig, value)
     return fig
 
 
@@ -146,14 +147,19 @@ def sweep_lines_figure(sweep: pd.DataFrame, value: str = "accuracy", level_title
                        baseline: float | None = None) -> go.Figure:
     """One line per layer: `value` against the sweep level; the baseline as a dotted line."""
     fig = go.Figure()
-    for layer, part in sweep.groupby("layer", sort=False):
+    groups = list(sweep.groupby("layer", sort=False))
+    hover = f" at {level_title} %{{x:{value_format(level_title)}}}: %{{y:{value_format(value)}}}<extra></extra>"
+    for (layer, part), color in zip(groups, palette(len(groups))):
         part = part.sort_values("level")
-        fig.add_trace(go.Scatter(x=part["level"], y=part[value], mode="lines+markers", name=str(layer)))
+        fig.add_trace(go.Scatter(x=part["level"], y=part[value], mode="lines+markers", name=str(layer),
+                                 line=dict(color=color), marker=dict(color=color),
+                                 hovertemplate=str(layer) + hover))
     if baseline is not None:
         fig.add_hline(y=baseline, line_dash="dot", line_color="grey", annotation_text="baseline")
-    fig.update_layout(title=f"{value} per layer", xaxis_title=level_title, yaxis_title=value,
-                      height=400, margin=MARGIN, legend_title_text="layer")
-    _pct_axis(fig, value)
+    fig.update_layout(title=f"{_plain(value)} per layer", xaxis_title=axis_title(level_title),
+                      yaxis_title=axis_title(value), height=400, margin=MARGIN, legend_title_text="Layer")
+    percent_axis(fig, value)
+    percent_axis(fig, level_title, "x")
     return fig
 
 
@@ -162,13 +168,18 @@ def sweep_heatmap_figure(sweep: pd.DataFrame, value: str = "accuracy", level_tit
     grid = sweep.pivot_table(index="layer", columns="level", values=value, sort=False)
     grid = grid[sorted(grid.columns)]
     z = grid.to_numpy(float)
+    pct = is_percent(value)
+    ticks = [f"{c:.0%}" if is_percent(level_title) else f"{c:g}" for c in grid.columns]
     fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in grid.columns], y=[str(i) for i in grid.index],
-                               colorscale="RdYlGn", text=np.round(z, 3), texttemplate="%{text}",
-                               colorbar=dict(title=value),
-                               hovertemplate=f"%{{y}} at {level_title} %{{x}}: %{{z:.4f}}<extra></extra>"))
-    fig.update_layout(title=f"{value}: layer x {level_title}", xaxis_title=level_title, yaxis_title="layer",
-                      xaxis_type="category", yaxis_type="category", yaxis_autorange="reversed",
+                               colorscale="RdYlGn", texttemplate="%{z:.1%}" if pct else "%{z:.3g}",
+                               colorbar=dict(title=axis_title(value), tickformat=PCT_TICKS if pct else None),
+                               hovertemplate=f"%{{y}} at {level_title} %{{x}}: %{{z:{value_format(value)}}}"
+                                             "<extra></extra>"))
+    fig.update_layout(title=f"{_plain(value)}: layer x {level_title}", xaxis_title=axis_title(level_title),
+                      yaxis_title="Layer", xaxis_type="category", yaxis_type="category", yaxis_autorange="reversed",
                       height=max(260, 40 * len(grid) + 120), margin=MARGIN)
+    fig.update_xaxes(tickvals=[str(c) for c in grid.columns], ticktext=ticks)
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -176,14 +187,15 @@ def proxy_figure(table: pd.DataFrame, proxies: Sequence[str], layer: str = "laye
     """Grouped bars, one trace per proxy: each proxy min-max scaled to 0-1 across layers, so
     proxies on different scales sit side by side."""
     fig = go.Figure()
-    for name in proxies:
+    for name, color in zip(proxies, palette(len(proxies))):
         values = pd.to_numeric(table[name], errors="coerce").astype(float)
         span = values.max() - values.min()
         scaled = (values - values.min()) / span if span and np.isfinite(span) else values * 0 + 0.5
-        fig.add_trace(go.Bar(x=table[layer].astype(str), y=scaled, name=name, customdata=values,
+        fig.add_trace(go.Bar(x=table[layer].astype(str), y=scaled, name=name, customdata=values, marker_color=color,
                              hovertemplate=f"{name} %{{x}}: %{{customdata:.4g}}<extra></extra>"))
-    fig.update_layout(title="Proxies per layer (scaled 0-1)", barmode="group", xaxis_title="layer",
-                      yaxis_title="scaled value", height=380, margin=MARGIN)
+    fig.update_layout(title="Proxies per layer (scaled 0-1)", barmode="group", xaxis_title="Layer",
+                      yaxis_title="Scaled value (0 = lowest layer, 1 = highest)", height=380, margin=MARGIN)
+    category_ticks(fig, table[layer])
     return fig
 
 
@@ -195,7 +207,7 @@ def correlation_figure(correlations: Mapping[str, float]) -> go.Figure:
     fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=[f"{v:+.2f}" for v in values],
                            textposition="outside"))
     fig.update_traces(cliponaxis=False)
-    fig.update_layout(title="Spearman rank correlation with the sweep", xaxis_title="proxy",
+    fig.update_layout(title="Spearman rank correlation with the sweep", xaxis_title="Proxy",
                       yaxis_title="Spearman ρ", yaxis_range=[-1.25, 1.25], height=360, margin=MARGIN)
     return fig
 
@@ -203,10 +215,14 @@ def correlation_figure(correlations: Mapping[str, float]) -> go.Figure:
 def allocation_figure(layers: pd.DataFrame, level_title: str = "level", columns: Sequence[str] = ()) -> go.Figure:
     """Per-layer bars of the level each plan gives a layer (e.g. 'planned' vs 'uniform')."""
     fig = go.Figure()
-    for name in columns or [c for c in layers.columns if c != "layer"]:
-        fig.add_trace(go.Bar(x=layers["layer"].astype(str), y=layers[name], name=str(name)))
-    fig.update_layout(title=f"{level_title} per layer", barmode="group", xaxis_title="layer",
-                      yaxis_title=level_title, height=340, margin=MARGIN)
+    names = list(columns or [c for c in layers.columns if c != "layer"])
+    for name, color in zip(names, palette(len(names))):
+        fig.add_trace(go.Bar(x=layers["layer"].astype(str), y=layers[name], name=str(name), marker_color=color,
+                             hovertemplate=f"%{{x}}: %{{y:{value_format(level_title)}}}<extra>{name}</extra>"))
+    fig.update_layout(title=f"{_plain(level_title)} per layer", barmode="group", xaxis_title="Layer",
+                      yaxis_title=axis_title(level_title), height=340, margin=MARGIN)
+    percent_axis(fig, level_title)
+    category_ticks(fig, layers["layer"])
     return fig
 
 
@@ -220,12 +236,20 @@ def _image(a: Any) -> np.ndarray:
     return arr if arr.ndim == 2 else arr.reshape(1, -1)
 
 
+def _colorbar(fig: go.Figure, row: int, bound: float) -> dict:
+    """A colour bar beside subplot row `row` (1-based), as tall as the row, reading its scale."""
+    lo, hi = fig.get_subplot(row, 1).yaxis.domain
+    return dict(title=dict(text="attribution", side="right"), len=hi - lo, y=(lo + hi) / 2, yanchor="middle",
+                thickness=12, x=1.0, xpad=6, tickvals=[-bound, 0.0, bound],
+                ticktext=[f"−{bound:.2g} against", "0", f"+{bound:.2g} towards"])
+
+
 def attribution_figure(inputs: Sequence[Any], columns: Mapping[str, Sequence[Any]],
                        row_titles: Sequence[str] = ()) -> go.Figure:
     """A grid with one row per sample: the input image, then one heatmap per entry of `columns`
     (e.g. {'original': maps, 'compressed': maps}). Attribution maps share one symmetric colour
-    scale per row (red: towards the target class, blue: against), so original and compressed
-    can be compared by eye; rows are not on a common scale."""
+    scale per row (red: towards the target class, blue: against), drawn as a colour bar beside the
+    row, so original and compressed can be compared by eye; rows are not on a common scale."""
     names = ["input", *columns]
     n = len(inputs)
     titles = [(row_titles[r] if r < len(row_titles) else f"#{r}") if c == "input" else c
@@ -238,7 +262,9 @@ def attribution_figure(inputs: Sequence[Any], columns: Mapping[str, Sequence[Any
         maps = [_image(columns[c][r]) for c in columns]
         bound = max((float(np.abs(m).max()) for m in maps), default=1.0) or 1.0
         for c, (name, z) in enumerate(zip(columns, maps)):
-            fig.add_trace(go.Heatmap(z=z, colorscale="RdBu_r", zmin=-bound, zmax=bound, showscale=False,
+            last = c == len(maps) - 1
+            fig.add_trace(go.Heatmap(z=z, colorscale="RdBu_r", zmin=-bound, zmax=bound, showscale=last,
+                                     colorbar=_colorbar(fig, r + 1, bound) if last else None,
                                      hovertemplate=f"pixel (%{{x}}, %{{y}}): %{{z:.3g}}<extra>{name}</extra>"),
                           r + 1, c + 2)
     fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=None)

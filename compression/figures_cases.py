@@ -6,13 +6,16 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from compression.figures import PCT_HOVER, PCT_TICKS, log_ticks
+
 MARGIN = dict(l=50, r=10, t=40, b=50)
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, pct: bool = True) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, margin=MARGIN, legend_title_text="")
+    fig.update_layout(title=title, yaxis_title=y, margin=MARGIN, legend_title_text="")
+    fig.update_xaxes(title_text=x)  # every facet's x axis (px titles each with the raw column name)
     if pct:
-        fig.update_yaxes(tickformat=".0%")
+        fig.update_yaxes(tickformat=PCT_TICKS, hoverformat=PCT_HOVER)
     return fig
 
 
@@ -28,8 +31,9 @@ def pruning_figure(steps: pd.DataFrame, baseline: float | None = None) -> go.Fig
                             line=dict(dash=dash))
     if baseline is not None:
         fig.add_hline(y=baseline, line_dash="dot", line_color="grey", annotation_text="dense")
-    fig.update_xaxes(type="log")
-    return _layout(fig, "Accuracy against fewer parameters", "parameter reduction (x, log)", "test accuracy")
+    log_ticks(fig, "x", decades=False)
+    return _layout(fig, "Accuracy against fewer parameters", "Parameter reduction (× fewer, log scale)",
+                   "Test accuracy (%)")
 
 
 def deep_compression_figure(stages: pd.DataFrame) -> go.Figure:
@@ -40,7 +44,8 @@ def deep_compression_figure(stages: pd.DataFrame) -> go.Figure:
     df["KB"] = df["bytes"] / 1000
     fig = px.bar(df, x="model", y="KB", color="stage", barmode="group", log_y=True,
                  text=df["ratio"].map(lambda r: f"{r:.0f}x" if r == r else ""))
-    return _layout(fig, "File size at each stage", "model", "size (KB, log)", pct=False)
+    log_ticks(fig)
+    return _layout(fig, "File size at each stage", "Model", "Size (KB, log scale)", pct=False)
 
 
 def distillation_figure(result: dict) -> go.Figure:
@@ -53,7 +58,7 @@ def distillation_figure(result: dict) -> go.Figure:
     lo = min(means) - max(spreads) - 0.02
     fig.update_yaxes(range=[max(lo, 0.0), 1.0])
     return _layout(fig, f"Mean over {len(result.get('per_seed', []))} seeds (bars: ± standard deviation)", "",
-                   "test accuracy")
+                   "Test accuracy (%)")
 
 
 def temperature_figure(curve: pd.DataFrame, alone: float | None = None, teacher: float | None = None) -> go.Figure:
@@ -63,8 +68,8 @@ def temperature_figure(curve: pd.DataFrame, alone: float | None = None, teacher:
     for y, text in ((alone, "student alone"), (teacher, "teacher")):
         if y is not None:
             fig.add_hline(y=y, line_dash="dot", line_color="grey", annotation_text=text)
-    fig.update_xaxes(type="log")
-    return _layout(fig, "Distilled accuracy against temperature", "temperature T (log)", "test accuracy")
+    log_ticks(fig, "x", decades=False)
+    return _layout(fig, "Distilled accuracy against temperature", "Temperature T (log scale)", "Test accuracy (%)")
 
 
 def granularity_figure(rows: pd.DataFrame) -> go.Figure:
@@ -73,7 +78,8 @@ def granularity_figure(rows: pd.DataFrame) -> go.Figure:
                   markers=True)
     fig.update_xaxes(autorange="reversed", dtick=1)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    return _layout(fig, "Post-training quantization (weights and inputs) by scheme", "bits", "test accuracy")
+    return _layout(fig, "Post-training quantization (weights and inputs) by scheme", "Bit-width (bits)",
+                   "Test accuracy (%)")
 
 
 def sensitivity_figure(layers: pd.DataFrame) -> go.Figure:
@@ -82,10 +88,10 @@ def sensitivity_figure(layers: pd.DataFrame) -> go.Figure:
     df = layers.sort_values(["model", "kind", "position"])
     fig = px.bar(df, x="layer", y="sensitivity", color="kind", facet_col="model", barmode="group",
                  category_orders={"layer": list(dict.fromkeys(df["layer"]))})
-    fig.update_xaxes(matches=None, tickangle=45)
+    fig.update_xaxes(matches=None, tickangle=-45, automargin=True)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    return _layout(fig, "Layer sensitivity (mean drop over the swept levels)", "layer (network order)",
-                   "accuracy drop (points)", pct=False)
+    return _layout(fig, "Layer sensitivity (mean drop over the swept levels)", "Layer (network order)",
+                   "Accuracy drop (points)", pct=False)
 
 
 def allocation_figure(allocations: pd.DataFrame) -> go.Figure:
@@ -95,7 +101,7 @@ def allocation_figure(allocations: pd.DataFrame) -> go.Figure:
                    var_name="plan", value_name="accuracy")
     long["plan"] = long["plan"].str.replace("_accuracy", "")
     fig = px.bar(long, x="case", y="accuracy", color="plan", barmode="group")
-    return _layout(fig, "Allocated against uniform at the same size", "", "test accuracy")
+    return _layout(fig, "Allocated against uniform at the same size", "", "Test accuracy (%)")
 
 
 EVIDENCE = {"pruning-retraining": "steps", "deep-compression": "stages", "distillation": "per_seed",

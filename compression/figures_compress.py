@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from compression.figures import PCT_TICKS, category_ticks, quant_grid_figure
+
 STATS_COLUMNS = ["layer", "count", "zeros", "mean |w|", "std", "min", "max", "kurtosis", "outliers > 3 std"]
 
 
@@ -46,7 +48,12 @@ def grid_table(values: np.ndarray, grids: Mapping[str, tuple[np.ndarray, float, 
     clipped, and the RMS error of rounding every value to its nearest level.
 
     Args:
-        grids: {calibration: (levels, low, high)} as compression.curves.quant_grid returns.
+        grids: {calibration: (levels, low, high)} as compression.curves.quant_grid returns: `low`
+            and `high` are where clipping starts (half a step beyond the end levels).
+    Returns:
+        one row per grid; 'clipped' counts the values beyond the clipping range, those the
+        quantizer moves further than half a step (a value within half a step of an end level
+        rounds to it like any other).
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     rows = []
@@ -55,21 +62,40 @@ def grid_table(values: np.ndarray, grids: Mapping[str, tuple[np.ndarray, float, 
         idx = np.clip(np.searchsorted(lv, v), 1, max(len(lv) - 1, 1))
         left, right = lv[idx - 1], lv[np.minimum(idx, len(lv) - 1)]
         nearest = np.where(v - left <= right - v, left, right)  # clipped values land on an end level
-        rows.append({"calibration": name, "low": float(lo), "high": float(hi),
-                     "step": float(np.diff(lv).mean()) if len(lv) > 1 else 0.0,
-                     "clipped": float(((v < lo) | (v > hi)).mean()),
+        step = float(np.diff(lv).mean()) if len(lv) > 1 else 0.0
+        tol = 1e-4 * step  # float32 scales: a value at the range's end is not clipped by a rounding bit
+        rows.append({"calibration": name, "low": float(lo), "high": float(hi), "step": step,
+                     "clipped": float(((v < lo - tol) | (v > hi + tol)).mean()),
                      "rms error": float(np.sqrt(((v - nearest) ** 2).mean()))})
     return pd.DataFrame(rows, columns=["calibration", "low", "high", "step", "clipped", "rms error"])
+
+
+def same_grid_note(values: np.ndarray, grids: Mapping[str, tuple[np.ndarray, float, float]]) -> str | None:
+    """Why several calibration methods drew one grid, or None when they differ. Percentile and MSE
+    only clip when it pays: on values piled up at their ends (pixels at black and at full
+    intensity) the percentile points are the min and max, and clipping the pile at the top costs
+    more error than the finer step saves."""
+    if len(grids) < 2:
+        return None
+    ranges = [np.asarray([lo, hi], dtype=np.float64) for _, lo, hi in grids.values()]
+    if any(not np.allclose(r, ranges[0], rtol=1e-6, atol=1e-9) for r in ranges[1:]):
+        return None
+    v = np.asarray(values, dtype=np.float64).ravel()
+    at_min, at_max = float((v == v.min()).mean()), float((v == v.max()).mean())
+    distinct = np.unique(v).size
+    piles = (f"{at_min:.1%} of them at the minimum and {at_max:.1%} at the maximum" if max(at_min, at_max) >= 1e-3
+             else "no value far enough out to be worth clipping")
+    kind = f"only {distinct} distinct values" if distinct <= 256 else f"{distinct:,} distinct values"
+    return (f"{', '.join(grids)} give the same grid here: these {v.size:,} values take {kind}, {piles}. "
+            "Clipping either end would move more values further than the finer step saves, so the percentile "
+            "points are the min and max and the MSE search keeps the full range.")
 
 
 def activation_grid_figure(values: np.ndarray, grids: Mapping[str, tuple[np.ndarray, float, float]],
                            title: str, log_y: bool = False) -> go.Figure:
     """compression.figures.quant_grid_figure for a layer's inputs: the histogram named 'inputs'."""
-    from compression.figures import quant_grid_figure
-
-    fig = quant_grid_figure(values, dict(grids), title, log_y)
+    fig = quant_grid_figure(values, dict(grids), title, log_y, xaxis="Input value")
     fig.data[0].name = "inputs"
-    fig.update_layout(xaxis_title="input value")
     return fig
 
 
@@ -81,11 +107,12 @@ def layer_pruning_figure(rows: pd.DataFrame, title: str = "Per layer") -> go.Fig
     pairs = (("channels_before", "before"), ("channels_after", "after")) if structured else (
         ("requested", "requested"), ("achieved", "achieved"))
     fig = go.Figure([go.Bar(x=rows["layer"], y=rows[col], name=name) for col, name in pairs])
-    fig.update_layout(title=title, barmode="group", xaxis_title="layer",
-                      yaxis_title="output channels" if structured else "sparsity",
-                      height=320, margin=dict(l=40, r=10, t=40, b=80))
+    fig.update_layout(title=title, barmode="group", xaxis_title="Layer",
+                      yaxis_title="Output channels" if structured else "Sparsity (%)",
+                      height=320, margin=dict(l=40, r=10, t=40, b=40))
+    category_ticks(fig, rows["layer"])
     if not structured:
-        fig.update_yaxes(tickformat=".0%", range=[0, 1])
+        fig.update_yaxes(tickformat=PCT_TICKS, range=[0, 1])
     return fig
 
 
@@ -104,8 +131,9 @@ def sqnr_figure(rows: pd.DataFrame, bits: int | None = None, title: str = "SQNR 
     if bits is not None:
         fig.add_hline(y=ideal_sqnr_db(bits), line_dash="dot",
                       annotation_text=f"uniform signal at {bits} bits ({ideal_sqnr_db(bits):.1f} dB)")
-    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="SQNR (dB)", height=320,
-                      margin=dict(l=40, r=10, t=40, b=80))
+    fig.update_layout(title=title, xaxis_title="Layer", yaxis_title="SQNR (dB)", height=320,
+                      margin=dict(l=40, r=10, t=40, b=40))
+    category_ticks(fig, rows["layer"])
     return fig
 
 
@@ -117,7 +145,7 @@ def sim_vs_real_figure(baseline: Mapping, simulated: Mapping, real: Mapping) -> 
     the simulated quantization and the real int8 model. Each mapping needs 'accuracy' and
     'size_bytes'; 'latency_ms' may be None (drawn as a gap)."""
     variants = dict(zip(VARIANTS, (baseline, simulated, real)))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("accuracy (%)", "size (KiB)", "latency (ms)"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Accuracy (%)", "Size (KiB)", "Latency (ms)"))
     colors = ("#7f7f7f", "#1f77b4", "#ff7f0e")
     for (name, m), color in zip(variants.items(), colors):
         values = (m["accuracy"] * 100, m["size_bytes"] / 1024, m.get("latency_ms"))

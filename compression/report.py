@@ -14,6 +14,7 @@ from compression.store import Run, runs_frame
 
 METRIC_COLUMNS = ("accuracy", "loss", "agreement", "kl_divergence", "params", "nonzero_params",
                   "size_bytes", "macs", "latency_ms")
+PERCENT_COLUMNS = ("accuracy", "agreement")  # fractions, printed as the app's metrics print them
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -22,7 +23,8 @@ h1 { margin-bottom: 0.2rem; } .meta { color: #66788a; margin-top: 0; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1.5rem; }
 th, td { border-bottom: 1px solid #d9e2ec; padding: 0.3rem 0.6rem; text-align: right; vertical-align: top; }
 th { background: #f0f4f8; } td.text, th.text { text-align: left; }
-.config { font-family: ui-monospace, monospace; font-size: 0.75rem; max-width: 28rem; word-break: break-all; }
+.config { font-family: ui-monospace, monospace; font-size: 0.75rem; min-width: 14rem; max-width: 28rem;
+          white-space: pre-line; word-break: normal; overflow-wrap: anywhere; }
 .figure { margin: 1rem 0 2rem; }
 """
 
@@ -35,6 +37,17 @@ def _runs(runs: Iterable[Run | dict] | pd.DataFrame) -> list[Run]:
 
 def _short_json(value: Any, limit: int = 240) -> str:
     text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def config_lines(config: Any, limit: int = 240) -> str:
+    """A run's config as 'key: value' lines (sorted keys; nested values as compact JSON), cut at
+    `limit` characters: what the report's config column shows, wrapping between entries."""
+    if not isinstance(config, dict):
+        return _short_json(config, limit)
+    lines = [f"{k}: {v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)}"
+             for k, v in sorted(config.items())]
+    text = "\n".join(lines)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -87,14 +100,16 @@ def _table_html(df: pd.DataFrame, text_cols: Sequence[str] = ()) -> str:
         cells = []
         for col, value in row.items():
             cls = "text config" if col == "config" else ("text" if col in text_cols else "num")
-            cells.append(f'<td class="{cls}">{html.escape(_cell(value))}</td>')
+            cells.append(f'<td class="{cls}">{html.escape(_cell(value, col))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, col: str = "") -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "–"
+    if isinstance(value, float) and col in PERCENT_COLUMNS:
+        return f"{value:.2%}"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
@@ -130,7 +145,8 @@ def html_report(runs: Iterable[Run | dict], model_summary: pd.DataFrame | None =
         sections += ["<h2>Model</h2>", _table_html(model_summary, text_cols)]
     sections.append("<h2>Runs</h2>")
     if runs:
-        sections.append(_table_html(runs_table(runs), ("id", "created", "kind", "model", "data", "config")))
+        table = runs_table(runs).assign(config=[config_lines(r.config) for r in runs])
+        sections.append(_table_html(table, ("id", "created", "kind", "model", "data", "config")))
     else:
         sections.append("<p>No runs were chosen.</p>")
     all_figures = [*tradeoff_figures(runs), *figures]

@@ -1,6 +1,7 @@
 """Case studies: five published compression results re-run on the bundled digits, each in the
 background with progress and Stop, its figures, the measured table beside the published one,
 and every finished run recorded in the experiment store."""
+import pandas as pd
 import streamlit as st
 
 from compression import cases
@@ -65,7 +66,24 @@ def record_once(key: str, result) -> None:
 
 
 def shape_ui(holds: dict) -> None:
-    st.markdown("**Shape:** " + " · ".join(f"{'✓' if ok else '✗'} {k.replace('_', ' ')}" for k, ok in holds.items()))
+    marks = (f"{'✓' if ok else '✗'} {k.replace('_', ' ')}" for k, ok in holds.items())
+    st.markdown("**Shape:** " + " · ".join(marks))
+
+
+def table_ui(table: pd.DataFrame) -> None:
+    """A case table across the page, never clipped: text columns as wide as their longest entry,
+    fractions (accuracies) as percentages under short headers (the full header on hover)."""
+    config = {}
+    for col in table.columns:
+        values = table[col]
+        if pd.api.types.is_numeric_dtype(values):
+            fraction = bool(values.dropna().between(0, 1).all())
+            config[col] = st.column_config.NumberColumn(str(col).split(" (")[0], help=str(col),
+                                                        format="percent" if fraction else "%g")
+        else:
+            longest = max([len(str(col)), *(len(str(v)) for v in values)])
+            config[col] = st.column_config.TextColumn(width=min(900, 24 + 7 * longest))
+    st.dataframe(table, hide_index=True, width="stretch", column_config=config)
 
 
 def case_ui(name: str) -> None:
@@ -78,17 +96,16 @@ def case_ui(name: str) -> None:
             show_error(exc, "Could not start the case")
     job_panel(key, TITLES[name])
     result = finished_result(key)
-    left, right = st.columns(2)
-    left.markdown("**Measured** (digits)")
+    st.markdown("**Measured** (digits)")  # the tables one above the other, each as wide as the page
     if result is None:
-        left.caption("Press Run to measure.")
+        st.caption("Press Run to measure.")
     else:
-        left.dataframe(result.table(), hide_index=True, width="stretch")
-        left.caption(f"{'quick' if result.quick else 'full'} budget, {len(result.seeds)} seed(s), "
-                     f"{result.seconds:.1f} s")
-    right.markdown("**Published**")
-    right.dataframe(cases.published_table(name), hide_index=True, width="stretch")
-    right.caption(cases.source(name))
+        table_ui(result.table())
+        st.caption(f"{'quick' if result.quick else 'full'} budget, {len(result.seeds)} seed(s), "
+                   f"{result.seconds:.1f} s")
+    st.markdown("**Published**")
+    table_ui(cases.published_table(name))
+    st.caption(cases.source(name))
     if result is None:
         return
     if result.stopped:

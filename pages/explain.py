@@ -4,15 +4,16 @@ import streamlit as st
 
 from compression.attribution import METHODS, compare_attributions, predicted_class
 from compression.figures_analysis import attribution_figure
+from compression.pruning import PruneConfig
 from pages._analysis_ui import intro
 from pages._common import compressed_model, current_base, current_data, show_error
 
 st.title("Explain")
 intro("An attribution method scores every input pixel by how much it pushes the model towards its "
-      "prediction (red: towards, blue: against). If compression kept the model's reasoning, the compressed "
-      "model's map looks like the original's; the similarity score (1 = same map, 0 = unrelated) says how "
-      "much. Each row is one test image: the image, then the original's map, then the compressed model's, both "
-      "for the class the original predicts and on one colour scale per row.")
+      "prediction (red: towards, blue: against; the colour bar beside each row gives its scale). If compression "
+      "kept the model's reasoning, the compressed model's map looks like the original's; the similarity score "
+      "(1 = same map, 0 = unrelated) says how much. Each row is one test image: the image, then the original's "
+      "map, then the compressed model's, both for the class the original predicts and on one colour scale per row.")
 
 data, base = current_data(), current_base()
 n = len(data.scored)
@@ -22,11 +23,17 @@ indices = c1.multiselect(f"Samples ({data.eval_split} split)", list(range(n)), d
                          format_func=lambda i: f"#{i} ({data.class_names[int(data.scored.y[i])]})")
 method = c2.selectbox("Method", list(METHODS), key="ex_method", format_func=lambda m: m.replace("_", " "))
 
-original = st.session_state.get("original")
-sources = (["working"] if original is not None else []) + ["prune"]
-source = st.radio("Compressed model", sources, key="ex_source", horizontal=True,
-                  format_func=lambda s: f"the working model ({base.name})" if s == "working"
-                  else "a quick magnitude prune of the current model")
+original = st.session_state.get("original")  # set when a compressed model was kept: that model is now `base`
+QUICK = "a quick magnitude prune of the current model"
+if original is None:
+    source = "prune"
+    st.markdown(f"**Compared:** {QUICK} ({base.name}). Keep a compressed model on a method page (Pruning, "
+                "Quantization, Low-rank, Distillation) to compare it with the original here.")
+else:
+    if st.session_state.get("ex_source_for") != base.fingerprint:  # a model kept since the last visit: show it
+        st.session_state["ex_source"], st.session_state["ex_source_for"] = "working", base.fingerprint
+    sources = {"working": f"the kept model ({base.name}) against the original ({original.name})", "prune": QUICK}
+    source = st.radio("Compare", list(sources), key="ex_source", horizontal=True, format_func=sources.get)
 if source == "prune":
     sparsity = st.slider("Sparsity", 0.0, 0.99, 0.8, 0.01, key="ex_sparsity",
                          help="fraction of each layer's smallest-magnitude weights set to zero")
@@ -34,8 +41,6 @@ try:
     if source == "working":
         reference, compressed, what = original.model, base.model, base.name
     else:
-        from compression.pruning import PruneConfig
-
         reference, what = base.model, f"magnitude prune {sparsity:.0%}"
         compressed = compressed_model(PruneConfig(method="magnitude", sparsity=sparsity))
 except Exception as exc:

@@ -77,7 +77,7 @@ table = rows.assign(size_kib=pd.to_numeric(rows["size_bytes"], errors="coerce") 
 st.dataframe(table[["label", "source", "model", "method", "accuracy", "size_kib", "latency_ms", "pareto_size",
                     "pareto_latency", "config"]], hide_index=True, width="stretch",
              column_config={"accuracy": st.column_config.NumberColumn(format="percent"),
-                            "size_kib": st.column_config.NumberColumn("size (KiB)", format="%.1f"),
-                            "latency_ms": st.column_config.NumberColumn("latency (ms)", format="%.3f"),
+                            "size_kib": st.column_config.NumberColumn("Size (KiB)", format="%.1f"),
+                            "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.3f"),
                             "pareto_size": st.column_config.CheckboxColumn("front (size)"),
                             "pareto_latency": st.column_config.CheckboxColumn("front (latency)")})

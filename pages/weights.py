@@ -3,20 +3,36 @@ import streamlit as st
 
 from compression.curves import quant_grid
 from compression.figures import quant_grid_figure
-from compression.figures_compress import activation_grid_figure, grid_table, subsample, weight_stats
+from compression.figures_compress import activation_grid_figure, grid_table, same_grid_note, subsample, weight_stats
 from compression.layers import is_frozen_code
 from pages._common import current_base, show_error
 from pages._compress_ui import intro, weights_and_inputs
 
 CALIBRATIONS = ["minmax", "percentile", "mse"]
 PERCENT = st.column_config.NumberColumn(format="percent")
+GRID_COLUMNS = {"clipped": st.column_config.NumberColumn(format="percent", help="share of the values beyond the "
+                                                         "clipping range: clamped to an end level"),
+                "low": st.column_config.NumberColumn(help="where clipping starts below: half a step under the "
+                                                     "lowest level"),
+                "high": st.column_config.NumberColumn(help="where clipping starts above: half a step over the "
+                                                      "highest level")}
+
+
+def grid_table_ui(col, values, grids: dict, key: str) -> None:
+    """What each grid does to `values`, and why the grids coincide when they do."""
+    col.dataframe(grid_table(values, grids), hide_index=True, width="stretch", key=key, column_config=GRID_COLUMNS)
+    note = same_grid_note(values, grids)
+    if note:
+        col.caption(note)
+
 
 st.title("Weights")
 intro("How each layer's weights and inputs are distributed. Heavy tails and outliers (high kurtosis) make "
       "a layer hard to quantize: a min-max grid stretches its few levels to reach the largest values, while "
       "percentile or MSE clipping cuts the tails and spends the levels where most values are. On the "
-      "histograms the dashed lines are each method's clipping range and the ticks along the bottom its "
-      "quantization levels; the table below them says how much each grid clips and how far values move.",
+      "histograms the dashed lines are each method's clipping range (values beyond it are clamped) and the "
+      "ticks in the strip below, one row per method, its quantization levels; the table says how much each "
+      "grid clips and how far values move.",
       "What this page shows and how to read it")
 try:
     weights, inputs = weights_and_inputs()
@@ -45,16 +61,14 @@ try:
     grids = {m: quant_grid(values, bits, m) for m in methods}
     left.plotly_chart(quant_grid_figure(subsample(values), grids, f"{layer} weights with {bits}-bit grids", log_y),
                       key="weights_hist")
-    left.dataframe(grid_table(values, grids), hide_index=True, width="stretch", key="weights_grid_table",
-                   column_config={"clipped": PERCENT})
+    grid_table_ui(left, values, grids, "weights_grid_table")
     if acts is not None and acts.size:
         symmetric = bool((acts < 0).any())  # inputs after a ReLU are all >= 0: an unsigned grid fits them
         act_grids = {m: quant_grid(acts, bits, m, symmetric=symmetric) for m in methods}
         right.plotly_chart(activation_grid_figure(subsample(acts), act_grids, f"{layer} inputs (256 training "
                                                   f"samples), {'signed' if symmetric else 'unsigned'} grids", log_y),
                            key="weights_act_hist")
-        right.dataframe(grid_table(acts, act_grids), hide_index=True, width="stretch", key="weights_act_table",
-                        column_config={"clipped": PERCENT})
+        grid_table_ui(right, acts, act_grids, "weights_act_table")
     else:
         right.info(f"No input was recorded for {layer}: " + (
             "TorchScript modules take no hooks (export with torch.export to see inputs)."

@@ -159,10 +159,31 @@ def test_explain_compares_working_model_with_original():
     assert any("at least one" in i.value for i in at.info)
 
 
+def test_explain_uses_a_model_kept_after_a_visit():
+    """Explain, visited before anything was kept, then a model is kept on the Pruning page: back on
+    Explain the kept model is compared with the original, whatever the page showed before."""
+    at = open_page("pages/explain.py")
+    at.switch_page("pages/pruning.py").run()
+    at.slider(key="prune_sparsity").set_value(90).run()
+    at.button(key="prune_keep").click().run()
+    at.session_state["ex_source"] = "prune"                         # a choice left over from before the keep
+    at.switch_page("pages/explain.py").run()
+    assert not at.exception and not at.error
+    assert at.radio(key="ex_source").value == "working" and len(at.radio(key="ex_source").options) == 2
+    assert "prune" in at.session_state["base"].name
+    assert float(metrics(at)["Mean similarity"][0]) < 1.0           # the kept 90% prune, not the original
+    at.radio(key="ex_source").set_value("prune").run()              # the user's own choice then stays
+    at.switch_page("pages/model.py").run()
+    at.session_state["ex_source"] = "prune"
+    at.switch_page("pages/explain.py").run()
+    assert at.radio(key="ex_source").value == "prune"
+
+
 def test_explain_quick_prune():
     pytest.importorskip("compression.pruning")
     at = open_page("pages/explain.py")
-    assert at.radio(key="ex_source").value == "prune"      # no kept model yet: the quick prune
+    assert len(at.radio) == 0                              # no kept model yet: no choice, the quick prune
+    assert any(m.value.startswith("**Compared:** a quick magnitude prune") for m in at.markdown)
     at.slider(key="ex_sparsity").set_value(0.0).run()
     assert not at.exception and not at.error
     assert float(metrics(at)["Mean similarity"][0]) == pytest.approx(1.0, abs=1e-3)

@@ -49,8 +49,9 @@ def test_tradeoff_figure_traces_axes_and_front(points):
     fig = fa.tradeoff_figure(points, "size_bytes")
     names = [t.name for t in fig.data]
     assert names == ["session", "store", "Pareto front"]
-    assert fig.layout.xaxis.title.text == "size (KiB)"
-    assert fig.layout.yaxis.title.text == "accuracy"
+    assert fig.layout.xaxis.title.text == "Size (KiB)"
+    assert fig.layout.yaxis.title.text == "Accuracy (%)" and fig.layout.yaxis.tickformat.endswith("%")
+    assert fig.layout.title.text == "Accuracy vs size"
     front = fig.data[-1]
     assert list(front.x) == [1.0, 2.0, 4.0]          # KiB, sorted by size
     assert list(front.y) == [0.80, 0.95, 0.99]
@@ -61,7 +62,7 @@ def test_tradeoff_figure_traces_axes_and_front(points):
 
 def test_tradeoff_figure_latency_axis(points):
     fig = fa.tradeoff_figure(points, "latency_ms")
-    assert fig.layout.xaxis.title.text == "latency (ms)"
+    assert fig.layout.xaxis.title.text == "Latency (ms)"
     assert list(fig.data[-1].x) == [0.1] and list(fig.data[-1].y) == [1.0]
     assert sum(len(t.x) for t in fig.data[:-1]) == 5
 
@@ -108,8 +109,8 @@ def test_curve_figure_one_line_per_run():
     assert [t.name for t in fig.data] == ["distilled", "baseline"]
     assert list(fig.data[0].x) == [1, 2] and list(fig.data[0].y) == pytest.approx([0.6, 0.7])
     assert fig.data[1].line.dash == "dot"
-    assert fig.layout.xaxis.title.text == "epoch"
-    assert fig.layout.yaxis.title.text == "validation accuracy"
+    assert fig.layout.xaxis.title.text == "Epoch"
+    assert fig.layout.yaxis.title.text == "Validation accuracy (%)" and fig.layout.yaxis.tickformat.endswith("%")
     assert len(fa.curve_figure([], "val_loss").data) == 0
 
 
@@ -125,8 +126,10 @@ def test_sweep_lines_figure(sweep):
     fig = fa.sweep_lines_figure(sweep, level_title="sparsity", baseline=0.96)
     assert [t.name for t in fig.data] == ["fc1", "fc2"]
     assert list(fig.data[0].x) == [0.1, 0.5, 0.9] and list(fig.data[0].y) == [0.95, 0.9, 0.5]
-    assert fig.layout.xaxis.title.text == "sparsity" and fig.layout.yaxis.title.text == "accuracy"
+    assert fig.layout.xaxis.title.text == "Sparsity (%)" and fig.layout.yaxis.title.text == "Accuracy (%)"
+    assert fig.layout.xaxis.tickformat.endswith("%") and fig.layout.yaxis.tickformat.endswith("%")
     assert fig.layout.shapes[0].y0 == 0.96
+    assert fig.data[0].line.color != fig.data[1].line.color
 
 
 def test_sweep_heatmap_figure(sweep):
@@ -134,7 +137,9 @@ def test_sweep_heatmap_figure(sweep):
     (heat,) = fig.data
     assert list(heat.y) == ["fc1", "fc2"] and list(heat.x) == ["0.1", "0.5", "0.9"]
     assert np.asarray(heat.z).tolist() == [[0.95, 0.9, 0.5], [0.95, 0.94, 0.8]]
-    assert fig.layout.xaxis.title.text == "sparsity" and fig.layout.yaxis.title.text == "layer"
+    assert fig.layout.xaxis.title.text == "Sparsity (%)" and fig.layout.yaxis.title.text == "Layer"
+    assert list(fig.layout.xaxis.ticktext) == ["10%", "50%", "90%"]
+    assert heat.texttemplate == "%{z:.1%}" and heat.colorbar.title.text == "Accuracy (%)"
 
 
 def test_proxy_and_correlation_figures():
@@ -153,7 +158,26 @@ def test_allocation_figure():
     layers = pd.DataFrame({"layer": ["fc1", "fc2"], "planned": [0.8, 0.2], "uniform": [0.5, 0.5]})
     fig = fa.allocation_figure(layers, "sparsity")
     assert [t.name for t in fig.data] == ["planned", "uniform"]
-    assert list(fig.data[0].y) == [0.8, 0.2] and fig.layout.yaxis.title.text == "sparsity"
+    assert list(fig.data[0].y) == [0.8, 0.2] and fig.layout.yaxis.title.text == "Sparsity (%)"
+    assert fig.data[0].marker.color != fig.data[1].marker.color
+
+
+def test_sweep_lines_tell_20_layers_apart_and_label_them():
+    layers = [f"layers.{i // 2}.conv{i % 2 + 1}" for i in range(20)]
+    sweep = pd.DataFrame([{"layer": n, "level": lv, "accuracy": 0.9} for n in layers for lv in (0.5, 0.9)])
+    fig = fa.sweep_lines_figure(sweep, level_title="sparsity")
+    colors = [t.line.color for t in fig.data]
+    assert len(colors) == 20 and len(set(colors)) == 20     # plotly's default colours repeat after 10
+    assert [t.marker.color for t in fig.data] == colors
+    assert fig.layout.legend.title.text == "Layer"
+
+
+def test_layer_bars_slant_many_labels():
+    layers = [f"features.{i}.conv" for i in range(12)]
+    table = pd.DataFrame({"layer": layers, "magnitude": np.arange(12.0)})
+    for fig in (fa.proxy_figure(table, ["magnitude"]),
+                fa.allocation_figure(table.rename(columns={"magnitude": "planned"}), "bits")):
+        assert fig.layout.xaxis.tickangle == -45 and fig.layout.xaxis.automargin
 
 
 def test_attribution_figure_grid():
@@ -167,6 +191,13 @@ def test_attribution_figure_grid():
     assert fig.data[2].zmax == 2.0
     titles = [a.text for a in fig.layout.annotations]
     assert titles == ["#3 label 1", "original", "compressed", "#7 label 2", "original", "compressed"]
+    bars = [t for t in fig.data if t.showscale]
+    assert [fig.data.index(t) for t in bars] == [2, 5]          # one colour bar per row, beside its last map
+    assert not fig.data[0].showscale and not fig.data[1].showscale
+    first, second = (t.colorbar for t in bars)
+    assert list(first.tickvals) == [-2.0, 0.0, 2.0] and "towards" in first.ticktext[2]
+    assert list(second.tickvals) == [-1.0, 0.0, 1.0]           # the second row's own scale
+    assert first.y > second.y and first.len < 0.5             # beside its row, as tall as it
 
 
 class FakeJob:

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from compression.report import html_report, runs_csv, runs_table
+from compression.report import CSS, config_lines, html_report, runs_csv, runs_table
 from compression.store import Store
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,6 +59,17 @@ def test_html_is_self_contained(runs):
     assert "fc2" in page and "30100" in page
     empty = html_report([], None, [])
     assert "No runs" in empty and "<script" not in empty
+
+
+def test_config_column_wraps_between_entries_not_inside_words(runs):
+    rule = re.search(r"\.config \{([^}]*)\}", CSS).group(1)
+    assert "break-all" not in rule and "word-break: normal" in rule and "overflow-wrap: anywhere" in rule
+    assert "white-space: pre-line" in rule
+    assert config_lines({"sparsity": 0.5, "kind": "prune", "layers": ["fc1"]}) == \
+        'kind: prune\nlayers: ["fc1"]\nsparsity: 0.5'
+    page = html_report(runs, None, [])
+    assert "kind: prune\nnote: &lt;script&gt;" in page                     # one entry a line, escaped
+    assert ">95.00%<" in page and ">0.95<" not in page                    # accuracy as the app prints it
 
 
 @pytest.mark.browser
