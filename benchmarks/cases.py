@@ -1,11 +1,12 @@
 """The case studies at full budget: `python -m benchmarks.cases [NAME] [--store PATH]` prints one
-JSON object (the same as `python -m compression.cases --json --no-store`). Minutes, not seconds:
+JSON object (the same as `python -m compression cases --json --no-store`). Minutes, not seconds:
 never run by the unit tests, which run each case on its quick budget instead."""
 from __future__ import annotations
 
 import sys
 
-from compression import cases
+from compression.cli import main
+from compression.workflows import cases
 
 
 def run(quick: bool = False) -> dict:
@@ -15,4 +16,4 @@ def run(quick: bool = False) -> dict:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    raise SystemExit(cases.main(["--json", *args, *([] if "--store" in args else ["--no-store"])]))
+    raise SystemExit(main(["cases", "--json", *args, *([] if "--store" in args else ["--no-store"])]))

@@ -29,9 +29,10 @@ def vm_hwm_mb() -> float:
 def _child(model_name: str, n_levels: int, mode: str = "ours") -> dict:
     from benchmarks.common import peak_rss_mb, rss_mb
     from benchmarks.sweep import levels_for
-    from compression import data as data_mod
-    from compression import sensitivity, zoo
-    from compression.evaluate import accuracy_and_loss
+    from compression.data import datasets as data_mod
+    from compression.analysis import sensitivity
+    from compression.models import zoo
+    from compression.metrics.evaluate import accuracy_and_loss
 
     model = zoo.load_pretrained(model_name).eval()
     data = data_mod.load_digits()

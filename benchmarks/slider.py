@@ -1,19 +1,20 @@
 """One slider move, through the code path the pages use (pages/_common.py on a cache miss):
-compression.evaluate.compress_and_evaluate(model, cfg, data, latency=False, reference_logits=...)
+compression.workflows.slider.compress_and_evaluate(model, cfg, data, latency=False, reference_logits=...)
 for the numbers that appear at once (accuracy, non-zero parameters, size, agreement), then
-compression.evaluate.compressed_latency(model, cfg, data) for the latency drawn after them.
+compression.workflows.slider.compressed_latency(model, cfg, data) for the latency drawn after them.
 Timed for every built-in model (median ms) on unstructured pruning at 50%, and on the other
 slider methods for the largest model."""
 from __future__ import annotations
 
 
 from benchmarks.common import main, print_table, timed
-from compression import data as data_mod
-from compression import zoo
-from compression.evaluate import compress_and_evaluate, compressed_latency, predict_logits
-from compression.lowrank import LowRankConfig
-from compression.pruning import ChannelPruneConfig, PruneConfig
-from compression.quantization import QuantConfig
+from compression.data import datasets as data_mod
+from compression.models import zoo
+from compression.metrics.evaluate import predict_logits
+from compression.workflows.slider import compress_and_evaluate, compressed_latency
+from compression.methods.lowrank import LowRankConfig
+from compression.methods.pruning import ChannelPruneConfig, PruneConfig
+from compression.methods.quantization import QuantConfig
 
 TARGET_MS = 100.0
 

@@ -1,6 +1,6 @@
 """Does compression make inference faster? At batch 256:
-- channel pruning 50% (compression.pruning.channel_prune, which times dense and pruned): pruned/dense;
-- real int8 (compression.quantization.quantize_int8, dynamic int8 Linear): fp32/int8, on the MLP
+- channel pruning 50% (compression.methods.pruning.channel_prune, which times dense and pruned): pruned/dense;
+- real int8 (compression.methods.quantization.quantize_int8, dynamic int8 Linear): fp32/int8, on the MLP
   and on a Linear-heavy transformer block (hidden 384, FFN 1536, plain torch nn);
 - unstructured sparsity (masks folded, zeros stored densely): dense kernels do not skip zeros.
 Each measurement is repeated in rounds (dense and compressed timed back to back in each) and the
@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import main, print_table
-from compression import data as data_mod
-from compression import zoo
-from compression.evaluate import fold_masks_, measure_latency
-from compression.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
-from compression.quantization import quantize_int8
+from compression.data import datasets as data_mod
+from compression.models import zoo
+from compression.metrics.evaluate import measure_latency
+from compression.core.modules import fold_masks_
+from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
+from compression.methods.quantization import quantize_int8
 
 BATCH = 256
 SEQ = 32

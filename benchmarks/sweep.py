@@ -1,9 +1,9 @@
-"""Sensitivity sweeps: the fast sweep (compression.sensitivity) against the naive Distiller-style
+"""Sensitivity sweeps: the fast sweep (compression.analysis.sensitivity) against the naive Distiller-style
 loop (deep copy + compress one layer + full evaluation under no_grad), on the largest built-in CNN,
 every prunable layer x 20 sparsity levels (and every bit-width for the quantization sweep) on the
 val split. Checks the two give identical numbers (accuracies bit for bit, losses to 1e-6), and
 reports the cost floor: the time to evaluate only the part of the network after each layer
-(compression.sensitivity.sweep_cost_floor)."""
+(compression.analysis.sensitivity.sweep_cost_floor)."""
 from __future__ import annotations
 
 import argparse
@@ -15,8 +15,9 @@ from typing import Callable
 import pandas as pd
 
 from benchmarks.common import print_table
-from compression import data as data_mod
-from compression import sensitivity, zoo
+from compression.data import datasets as data_mod
+from compression.analysis import sensitivity
+from compression.models import zoo
 
 COLUMNS = ["layer", "level", "accuracy", "loss"]
 

@@ -1,6 +1,6 @@
 """A larger transformer: a random-initialised BERT encoder of about 23M parameters (hidden 512, 6 blocks,
 8 heads, FFN 2048, vocabulary 8192; the size of a small sentence-embedding model), saved into a temporary
-folder and loaded the way the app loads one (compression.transformers_support.load_hf_folder).
+folder and loaded the way the app loads one (compression.workflows.transformers.load_hf_folder).
 
 Slider feedback: what pages/transformer_models.py computes on "Apply and measure" before it draws
 fidelity and size, transformers_support.measure_method(hf, METHOD_CONFIGS[method](), data,
@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import main, print_table, timed
-from compression import transformers_support as ts
-from compression.hf_demo import build_tokenizer, demo_model
-from compression.hf_text import SAMPLE_PATH, read_lines
+from compression.workflows import transformers as ts
+from compression.models.hf_demo import build_tokenizer, demo_model
+from compression.data.text import SAMPLE_PATH, read_lines
 
 TARGET_MS = 2000.0
 SIZES = {"vocab_size": 8192, "hidden": 512, "layers": 6, "heads": 8, "intermediate": 2048}

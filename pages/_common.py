@@ -8,13 +8,13 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from compression import zoo
-from compression.data import Dataset, load_digits
-from compression.errors import CompressionError
-from compression.glossary import help_for
-from compression.jobs import Job
-from compression.loading import LoadedModel, check_model, load_model_bytes
-from compression.summary import chance_note, size_change
+from compression.models import zoo
+from compression.data.datasets import Dataset, load_digits
+from compression.core.errors import CompressionError
+from compression.core.glossary import help_for
+from compression.core.jobs import Job
+from compression.models.loading import LoadedModel, check_model, load_model_bytes
+from compression.metrics.summary import chance_note, size_change
 
 UPLOAD = "Upload a file…"
 BUNDLED = "digits (bundled)"
@@ -57,7 +57,7 @@ def own_demo_model(name: str) -> torch.nn.Module:
 def baseline_metrics(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str,
                      device: str = "cpu") -> dict:
     """Full evaluation of a model on `device`, computed once per (model, data, device)."""
-    from compression.evaluate import evaluate
+    from compression.metrics.evaluate import evaluate
 
     return evaluate(_model, _data, macs=False, device=device).to_dict(full=True)
 
@@ -65,7 +65,7 @@ def baseline_metrics(_model: torch.nn.Module, model_id: str, _data: Dataset, dat
 def current_device() -> str:
     """The device this session runs evaluation, latency, sweeps and training on ('cpu' unless
     the sidebar's Device picker chose a GPU)."""
-    from compression.devices import available_devices
+    from compression.core.devices import available_devices
 
     device = st.session_state.get("device", "cpu")
     return device if device in available_devices() else "cpu"
@@ -200,7 +200,7 @@ def _model_sidebar() -> None:
 
 def _device_sidebar() -> None:
     """Where evaluation, latency, sweeps and training run; the GPU is offered only when present."""
-    from compression.devices import available_devices
+    from compression.core.devices import available_devices
 
     devices = available_devices()
     _kept_selectbox("Device", devices, "device", disabled=len(devices) == 1,
@@ -249,7 +249,7 @@ def _data_sidebar() -> None:
     if upload is not None and st.session_state.get("data_key") != (upload.file_id, preprocess, split):
         st.session_state["data_key"], st.session_state["data_error"] = (upload.file_id, preprocess, split), None
         try:
-            from compression.datafiles import load_data_bytes
+            from compression.data.files import load_data_bytes
 
             data = load_data_bytes(upload.name, upload.getvalue(), preprocess=preprocess, split=split)
             check_model(current_base().model, data)
@@ -310,7 +310,7 @@ def last_result(slot) -> None:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _plausibility(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> str | None:
-    from compression.evaluate import plausibility_warning
+    from compression.metrics.evaluate import plausibility_warning
 
     return plausibility_warning(_model, _data)
 
@@ -319,7 +319,7 @@ def _plausibility(_model: torch.nn.Module, model_id: str, _data: Dataset, data_i
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _reference_logits(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> torch.Tensor:
-    from compression.evaluate import predict_logits
+    from compression.metrics.evaluate import predict_logits
 
     return predict_logits(_model, _data.scored.X)
 
@@ -327,8 +327,8 @@ def _reference_logits(_model: torch.nn.Module, model_id: str, _data: Dataset, da
 @st.cache_data(max_entries=512, show_spinner=False)
 def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str,
                 device: str) -> dict:
-    from compression.config import config_from_json
-    from compression.evaluate import compress_and_evaluate
+    from compression.core.registry import config_from_json
+    from compression.workflows.slider import compress_and_evaluate
 
     ref = _reference_logits(_model, model_id, _data, data_id)
     return compress_and_evaluate(_model, config_from_json(cfg_json), _data, latency=False, reference_logits=ref,
@@ -338,8 +338,8 @@ def _compressed(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Da
 @st.cache_data(max_entries=512, show_spinner=False)
 def _latency(_model: torch.nn.Module, model_id: str, cfg_json: str, _data: Dataset, data_id: str,
              device: str) -> dict:
-    from compression.config import config_from_json
-    from compression.evaluate import compressed_latency as measure
+    from compression.core.registry import config_from_json
+    from compression.workflows.slider import compressed_latency as measure
 
     return measure(_model, config_from_json(cfg_json), _data, device=device)
 
@@ -355,14 +355,14 @@ def compressed_result(cfg) -> dict:
 
 def compressed_latency(cfg) -> dict:
     """The measured latency of the base model compressed with `cfg`, once per (model, config,
-    data): compression.evaluate.compressed_latency's dict."""
+    data): compression.workflows.slider.compressed_latency's dict."""
     base, data = current_base(), current_data()
     return _latency(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint, current_device())
 
 
 def compressed_model(cfg) -> torch.nn.Module:
     """The compressed model itself (for histograms, keeping, export); not cached: a new object."""
-    from compression.config import compress
+    from compression.core.registry import compress
 
     return compress(current_base().model, cfg, current_data())[0]
 
@@ -380,7 +380,7 @@ def add_result(label: str, config: dict, metrics: dict) -> None:
 
 def _record_run(label: str, config: dict, metrics: dict) -> None:
     """Record a result in the experiment store (never breaks the page if the store cannot)."""
-    from compression.store import Store
+    from compression.io.store import Store
 
     base, data = current_base(), current_data()
     flat = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class_accuracy")}
@@ -434,7 +434,7 @@ def job_panel(key: str, title: str) -> Job | None:
 
 def start_background(key: str, name: str, work) -> None:
     """Start `work(job)` in a background thread, unless a job under `key` is still running."""
-    from compression.jobs import start_job
+    from compression.core.jobs import start_job
 
     job = st.session_state.get(key)
     if job is not None and not job.done:
@@ -460,7 +460,7 @@ def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
     if warning:
         st.warning(warning)
     if m.get("latency_ms") is None and cfg is not None:
-        from compression.evaluate import LATENCY_FIELDS
+        from compression.workflows.slider import LATENCY_FIELDS
 
         with c4, st.spinner("Measuring latency…"):
             try:
@@ -489,8 +489,8 @@ def cached_curve(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id
     """A curve of accuracy against one config value, once per (model, data, configs)."""
     import json
 
-    from compression.config import config_from_dict
-    from compression.curves import sweep_configs
+    from compression.core.registry import config_from_dict
+    from compression.workflows.curves import sweep_configs
 
     configs = {float(k): config_from_dict(v) for k, v in json.loads(configs_json).items()}
     return sweep_configs(_model, _data, configs, x)

@@ -8,7 +8,7 @@ from typing import Callable
 import streamlit as st
 import torch
 
-from compression.data import Dataset
+from compression.data.datasets import Dataset
 from pages._common import (add_result, current_base, current_data, keep_as_working, show_error,
                            training_controls)
 
@@ -22,7 +22,7 @@ def intro(text: str, title: str) -> None:
 @st.cache_data(max_entries=16, show_spinner="Reading weights and activations…")
 def _weights_inputs(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str,
                     n: int) -> tuple[dict, dict]:
-    from compression.curves import layer_inputs, weight_arrays
+    from compression.workflows.curves import layer_inputs, weight_arrays
 
     return weight_arrays(_model), layer_inputs(_model, _data.train.X[:n])
 
@@ -35,8 +35,8 @@ def weights_and_inputs(n: int = 256) -> tuple[dict, dict]:
 
 @st.cache_data(max_entries=16, show_spinner="Real int8: quantizing and measuring the kernels…")
 def _real_int8(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> dict:
-    from compression.evaluate import evaluate
-    from compression.quantization import quantize_int8
+    from compression.metrics.evaluate import evaluate
+    from compression.methods.quantization import quantize_int8
 
     q, report = quantize_int8(_model, input_shape=_data.input_shape)
     return {"metrics": evaluate(q, _data, reference=_model, repeats=10).to_dict(full=True),
@@ -59,7 +59,7 @@ def compressed_copy(cfg) -> torch.nn.Module:
     key = (base.fingerprint, data.fingerprint, cfg.to_json())
     held = st.session_state.get("compressed_copy")
     if held is None or held[0] != key:
-        from compression.config import compress
+        from compression.core.registry import compress
 
         held = (key, compress(base.model, cfg, data, measure_latency=False)[0])
         st.session_state["compressed_copy"] = held
@@ -74,7 +74,7 @@ def tune_ui(key: str, title: str, button: str, cfg, label: str,
     base, data = current_base(), current_data()
 
     def work(epochs: int, job) -> dict:
-        from compression.evaluate import evaluate
+        from compression.metrics.evaluate import evaluate
 
         model, report = train(epochs, job)
         metrics = evaluate(model, data, reference=base.model, repeats=10).to_dict(full=True)

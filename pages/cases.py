@@ -4,8 +4,9 @@ and every finished run recorded in the experiment store."""
 import pandas as pd
 import streamlit as st
 
-from compression import cases
-from compression.figures_cases import case_figures
+from compression.workflows import cases
+from compression.figures.cases import case_figures
+from compression.io.records import record_case
 from pages._analysis_ui import finished_result, intro
 from pages._common import job_panel, show_error, start_background
 
@@ -60,7 +61,7 @@ def record_once(key: str, result) -> None:
         return
     st.session_state[f"{key}_recorded"] = job.started
     try:
-        st.session_state[f"{key}_run_id"] = cases.record(result)
+        st.session_state[f"{key}_run_id"] = record_case(result)
     except Exception as exc:  # the store is a convenience: the page keeps the result anyway
         st.caption(f"Not recorded in the experiment store: {exc}")
 

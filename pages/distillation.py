@@ -2,8 +2,8 @@
 student trained on the labels alone. Training runs as a background job with live curves."""
 import streamlit as st
 
-from compression import zoo
-from compression.figures_analysis import curve_figure, distill_work
+from compression.models import zoo
+from compression.figures.analysis import curve_figure, distill_work
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
 from pages._common import (add_result, current_base, current_data, current_device, job_panel,
                            keep_as_working, own_demo_model, show_error, start_background)
@@ -51,7 +51,7 @@ def build_models():
 
 if st.button("Train", key="kd_train", type="primary"):
     try:
-        from compression.distillation import DistillConfig
+        from compression.methods.distillation import DistillConfig
 
         cfg = DistillConfig(temperature=float(temperature), alpha=float(alpha), epochs=int(epochs),
                             lr=float(lr), batch_size=64, seed=0, hard_labels=False)

@@ -2,9 +2,9 @@
 side by side (captum attributions), and how similar the two explanations are."""
 import streamlit as st
 
-from compression.attribution import METHODS, compare_attributions, predicted_class
-from compression.figures_analysis import attribution_figure
-from compression.pruning import PruneConfig
+from compression.analysis.attribution import METHODS, compare_attributions, predicted_class
+from compression.figures.analysis import attribution_figure
+from compression.methods.pruning import PruneConfig
 from pages._analysis_ui import intro
 from pages._common import compressed_model, current_base, current_data, show_error
 

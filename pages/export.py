@@ -1,11 +1,11 @@
 """Export: download the working model, a self-contained report, the runs as CSV, and a recipe."""
 import streamlit as st
 
-from compression.export import available_formats, export_bytes
-from compression.recipes import dumps_recipe, recipe_from_data
-from compression.report import html_report, runs_csv
-from compression.store import Store
-from compression.summary import layer_table
+from compression.io.export import available_formats, export_bytes
+from compression.workflows.recipes import dumps_recipe, recipe_from_data
+from compression.io.report import html_report, runs_csv
+from compression.io.store import Store
+from compression.metrics.summary import layer_table
 from pages._common import current_base, current_data, show_error
 
 st.title("Export")

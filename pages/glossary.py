@@ -3,7 +3,7 @@ opens this page filtered on its term (?term=...)."""
 import streamlit as st
 
 import pages._common  # noqa: F401  (every page imports it: it ends Streamlit's pages-folder mode)
-from compression.glossary import GLOSSARY, search
+from compression.core.glossary import GLOSSARY, search
 
 st.title("Glossary")
 st.write("The words the pages use, each in a sentence or two. Type to filter by term or by any word of its "

@@ -2,8 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from compression.figures import bar_figure, curve_figure
-from compression.lowrank import LowRankConfig
+from compression.figures.common import bar_figure, curve_figure
+from compression.methods.lowrank import LowRankConfig
 from pages._common import (accuracy_label, add_result, base_metrics, compressed_latency, compressed_result,
                            current_data, curve, keep_as_working, metric_row, show_error)
 from pages._compress_ui import compressed_copy, intro

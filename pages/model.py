@@ -1,8 +1,8 @@
 """Model & data: the current model's summary, layer table and baseline metrics."""
 import streamlit as st
 
-from compression.figures import confusion_figure, layer_share_figure
-from compression.summary import layer_table
+from compression.figures.common import confusion_figure, layer_share_figure
+from compression.metrics.summary import layer_table
 from pages._common import accuracy_label, base_metrics, current_base, current_data, show_error
 
 st.title("Model & data")

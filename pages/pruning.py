@@ -2,12 +2,12 @@
 import pandas as pd
 import streamlit as st
 
-from compression.curves import weight_arrays
-from compression.figures import curve_figure, histogram_figure
-from compression.figures_compress import layer_pruning_figure
-from compression.layers import weight_layers
-from compression.pruning import ChannelPruneConfig, PruneConfig, finetune
-from compression.training import TrainConfig
+from compression.workflows.curves import weight_arrays
+from compression.figures.common import curve_figure, histogram_figure
+from compression.figures.compress import layer_pruning_figure
+from compression.core.modules import weight_layers
+from compression.methods.pruning import ChannelPruneConfig, PruneConfig, finetune
+from compression.methods.training import TrainConfig
 from pages._common import (accuracy_label, add_result, base_metrics, compressed_latency, compressed_result,
                            current_base, current_data, current_device, curve, epoch_callback, keep_as_working,
                            metric_row, show_error)

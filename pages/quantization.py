@@ -2,11 +2,11 @@
 import pandas as pd
 import streamlit as st
 
-from compression.figures import curve_figure
-from compression.figures_compress import sim_vs_real_figure, sqnr_figure
-from compression.quantization import QuantConfig, qat_finetune
-from compression.summary import size_change
-from compression.training import TrainConfig
+from compression.figures.common import curve_figure
+from compression.figures.compress import sim_vs_real_figure, sqnr_figure
+from compression.methods.quantization import QuantConfig, qat_finetune
+from compression.metrics.summary import size_change
+from compression.methods.training import TrainConfig
 from pages._common import (accuracy_label, add_result, base_metrics, compressed_result, current_base,
                            current_data, curve, epoch_callback, keep_as_working, metric_row, show_error)
 from pages._compress_ui import compressed_copy, intro, real_int8, tune_ui

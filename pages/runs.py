@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from compression.figures_analysis import store_frame, tradeoff_figure
+from compression.figures.analysis import store_frame, tradeoff_figure
 from pages._analysis_ui import filter_frame, intro
 from pages._common import show_error
 
@@ -16,9 +16,9 @@ intro("Every run recorded in the experiment store (a SQLite file; the CLI record
       "against size and latency, with the Pareto front (the runs nothing else beats on both) dashed.")
 
 try:
-    from compression.store import Store, default_store_path
+    from compression.io.store import Store, default_store_path
 except ImportError:
-    st.info("The experiment store (compression/store.py) is not part of this build yet: runs will be "
+    st.info("The experiment store (compression/io/store.py) is not part of this build yet: runs will be "
             "listed here once it is.")
     st.stop()
 

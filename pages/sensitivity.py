@@ -4,11 +4,11 @@ it hurts least."""
 import pandas as pd
 import streamlit as st
 
-from compression.figures_analysis import (allocation_figure, correlation_figure, proxy_figure,
+from compression.figures.analysis import (allocation_figure, correlation_figure, proxy_figure,
                                           sweep_heatmap_figure, sweep_lines_figure, sweep_work)
-from compression.glossary import help_for
-from compression.layer_notes import why_sensitive
-from compression.proxies import measured_sensitivity
+from compression.core.glossary import help_for
+from compression.analysis.layer_notes import why_sensitive
+from compression.analysis.proxies import measured_sensitivity
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
 from pages._common import current_base, current_data, current_device, job_panel, show_error, start_background
 
@@ -23,7 +23,7 @@ PROXY_TERMS = {"sensitivity": "sensitivity", "kurtosis": "kurtosis", "outlier_fr
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def layer_why(_model, model_id: str, layer: str, measured: str, kind: str) -> str:
-    """compression.layer_notes.why_sensitive, once per (model, layer, verdict, method)."""
+    """compression.analysis.layer_notes.why_sensitive, once per (model, layer, verdict, method)."""
     return why_sensitive(_model, layer, measured, kind)
 
 
@@ -139,7 +139,7 @@ else:
 sweep_id = st.session_state[JOB].started
 if st.button("Plan and measure", key="sens_allocate"):
     try:
-        from compression.allocation import plan_and_apply
+        from compression.analysis.allocation import plan_and_apply
 
         with st.spinner("Planning and measuring…"):
             st.session_state["sens_alloc"] = (sweep_id, target, plan_and_apply(base.model, data, sweep, target, kind))

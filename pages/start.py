@@ -1,7 +1,7 @@
 """Start: what the app does in three sentences, and a guided two-minute tour through one model."""
 import streamlit as st
 
-from compression import zoo
+from compression.models import zoo
 from pages._common import current_base
 
 PITCH = ("Compression Studio shows what pruning, quantization, low-rank factorisation and distillation do to a "

@@ -3,7 +3,7 @@ experiment store), with the Pareto front of the results no other result beats on
 import pandas as pd
 import streamlit as st
 
-from compression.figures_analysis import TRADEOFF_COLUMNS, pareto_front, results_frame, store_frame, tradeoff_figure
+from compression.figures.analysis import TRADEOFF_COLUMNS, pareto_front, results_frame, store_frame, tradeoff_figure
 from pages._analysis_ui import baseline_or_none, intro, metric_delta
 from pages._common import current_base, show_error
 
@@ -16,7 +16,7 @@ intro("Every compressed model you evaluated is one point: accuracy (up is better
 def store_rows() -> pd.DataFrame:
     """The experiment store's runs, if the store exists and can be read; an empty frame otherwise."""
     try:
-        from compression.store import Store, default_store_path
+        from compression.io.store import Store, default_store_path
     except ImportError:
         return pd.DataFrame(columns=TRADEOFF_COLUMNS)
     try:

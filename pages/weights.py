@@ -1,10 +1,10 @@
 """Weights: per-layer weight and activation histograms, statistics, and quantization grids."""
 import streamlit as st
 
-from compression.curves import quant_grid
-from compression.figures import quant_grid_figure
-from compression.figures_compress import activation_grid_figure, grid_table, same_grid_note, subsample, weight_stats
-from compression.layers import is_frozen_code
+from compression.workflows.curves import quant_grid
+from compression.figures.common import quant_grid_figure
+from compression.figures.compress import activation_grid_figure, grid_table, same_grid_note, subsample, weight_stats
+from compression.core.modules import is_frozen_code
 from pages._common import current_base, show_error
 from pages._compress_ui import intro, weights_and_inputs
 

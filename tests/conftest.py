@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from compression import zoo
-from compression.data import load_digits, make_dataset
+from compression.models import zoo
+from compression.data.datasets import load_digits, make_dataset
 
 torch.set_num_threads(2)
 

@@ -1,12 +1,12 @@
 """The transformer benchmark on a tiny config returns its keys (no timing asserts), and the cached
-probe it relies on (compression.hf_metrics.cached_probe) gives the same numbers as a fresh one."""
+probe it relies on (compression.metrics.text.cached_probe) gives the same numbers as a fresh one."""
 import copy
 
 import torch
 
 from benchmarks import transformer
-from compression import transformers_support as ts
-from compression.hf_metrics import cached_probe
+from compression.workflows import transformers as ts
+from compression.metrics.text import cached_probe
 
 
 def test_transformer_quick():

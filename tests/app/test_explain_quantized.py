@@ -6,10 +6,10 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from compression import zoo
-from compression.data import load_digits
-from compression.loading import LoadedModel
-from compression.quantization import QuantConfig, quantize
+from compression.models import zoo
+from compression.data.datasets import load_digits
+from compression.models.loading import LoadedModel
+from compression.methods.quantization import QuantConfig, quantize
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

@@ -37,7 +37,7 @@ def test_pick_a_builtin_model_shows_its_accuracy(app):
 
 
 def test_device_picker_offers_what_the_machine_has(app):
-    from compression.devices import available_devices
+    from compression.core.devices import available_devices
 
     app.run()
     picker = app.selectbox(key="device")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from compression import zoo
-from compression.data import load_digits
+from compression.models import zoo
+from compression.data.datasets import load_digits
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 UPLOAD = "Upload a file…"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from compression.store import Store
+from compression.io.store import Store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "cases.py")
 

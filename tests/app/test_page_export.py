@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from compression.export import available_formats
+from compression.io.export import available_formats
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

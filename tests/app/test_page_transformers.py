@@ -49,7 +49,7 @@ def test_demo_encoder_prune_then_heads(page):
     assert at.metric[2].delta.startswith("-")  # fewer parameters
     at.button(key="hf_export").click().run()  # heads removed: the config cannot say so
     assert not at.exception and any("Cannot export this model" in e.value for e in at.error)
-    from compression.store import Store
+    from compression.io.store import Store
 
     assert {r.kind for r in Store().list()} >= {"hf_prune", "hf_heads"}
     at.button(key="FormSubmitter:hf_form-Apply and measure").click().run()

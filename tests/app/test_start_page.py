@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from compression.glossary import GLOSSARY
+from compression.core.glossary import GLOSSARY
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TOUR = ["model", "pruning", "quantization", "sensitivity", "export"]

@@ -13,7 +13,7 @@ from safetensors.torch import save as st_save
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from compression import zoo
+from compression.models import zoo
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 SIDE_EFFECT = Path("/tmp/compression-studio-pwned-by-upload.txt")

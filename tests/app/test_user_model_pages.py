@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from compression.data import load_digits
+from compression.data.datasets import load_digits
 from tests.e2e.test_browser import PAGES
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")

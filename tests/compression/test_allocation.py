@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from compression import allocation as A
-from compression import sensitivity as S
-from compression.errors import ConfigError
+from compression.analysis import allocation as A
+from compression.analysis import sensitivity as S
+from compression.core.errors import ConfigError
 
 
 def test_knapsack_equals_brute_force():
@@ -83,7 +83,7 @@ def test_allocate_bits_fits_the_budget():
 
 @pytest.fixture(scope="module")
 def lenet_sweep(digits):
-    from compression import zoo
+    from compression.models import zoo
 
     model = zoo.load_pretrained("lenet5")
     return model, S.prune_sweep(model, digits)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from compression import attribution as A
-from compression.errors import ConfigError
+from compression.analysis import attribution as A
+from compression.core.errors import ConfigError
 
 
 def no_hooks(model: nn.Module) -> bool:

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from compression import attribution as A
-from compression import zoo
-from compression.qinfo import QuantInfo
-from compression.quantization import QuantConfig, act_fake_quant_hook, has_act_quant, quantize
+from compression.analysis import attribution as A
+from compression.models import zoo
+from compression.core.quant import QuantInfo
+from compression.methods.quantization import QuantConfig, quantize
+from compression.core.quant import act_fake_quant_hook, has_act_quant
 
 CONFIGS = [QuantConfig(bits=8, activations=True),
            QuantConfig(bits=4, activations=True, symmetric=False, calibration="percentile", percentile=99.0)]

@@ -8,12 +8,14 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from compression import cases, zoo
-from compression.compact import to_bytes
-from compression.errors import ConfigError
-from compression.figures_cases import case_figures
-from compression.store import Store
-from compression.training import TrainConfig
+from compression.workflows import cases
+from compression.cli import main
+from compression.models import zoo
+from compression.models.compact import to_bytes
+from compression.core.errors import ConfigError
+from compression.figures.cases import case_figures
+from compression.io.store import Store
+from compression.methods.training import TrainConfig
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -130,19 +132,19 @@ def test_unknown_case_and_bad_seeds():
 
 
 def test_cli_prints_one_json_object_and_records_the_run(capsys):
-    assert cases.main(["layer-sensitivity", "--quick", "--json"]) == 0
+    assert main(["cases", "layer-sensitivity", "--quick", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["allocated_accuracy"] >= out["uniform_accuracy"]
     runs = Store().list(kind="case")
     assert len(runs) == 1 and runs[0].id == out["run_id"]
     assert runs[0].config["case"] == "layer-sensitivity"
-    assert cases.main(["layer-sensitivity", "--quick", "--json", "--no-store"]) == 0
+    assert main(["cases", "layer-sensitivity", "--quick", "--json", "--no-store"]) == 0
     assert "run_id" not in json.loads(capsys.readouterr().out) and len(Store()) == 1
 
 
 def test_cli_store_path_records_there_even_when_empty(tmp_path, capsys):
     path = tmp_path / "cases.sqlite"
-    assert cases.main(["layer-sensitivity", "--quick", "--json", "--store", str(path)]) == 0
+    assert main(["cases", "layer-sensitivity", "--quick", "--json", "--store", str(path)]) == 0
     run_id = json.loads(capsys.readouterr().out)["run_id"]
     assert [r.id for r in Store(path).list()] == [run_id] and len(Store()) == 0
 

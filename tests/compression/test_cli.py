@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from compression import zoo
+from compression.models import zoo
 from tests.compression.clitools import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,11 +17,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from compression import compact
-from compression.errors import CompressionError, ModelLoadError
-from compression.evaluate import effective_weights, safetensors_size
-from compression.lowrank import LowRankConfig, lowrank
-from compression.qinfo import QuantInfo
+from compression.models import compact
+from compression.core.errors import CompressionError, ModelLoadError
+from compression.metrics.evaluate import compact_size, safetensors_size
+from compression.core.modules import effective_weights
+from compression.methods.lowrank import LowRankConfig, lowrank
+from compression.core.quant import QuantInfo
 
 
 def _round_trip(model: nn.Module) -> nn.Module:
@@ -71,8 +72,8 @@ def test_round_trip_every_builtin(any_builtin, digits):
 def test_ninety_percent_pruned_file_is_much_smaller(pretrained, digits):
     teacher = pretrained("teacher")
     pruned = _hand_prune(pretrained("teacher"), 0.9)
-    dense_compact, _ = compact.compact_size(teacher)
-    size, how = compact.compact_size(pruned)
+    dense_compact, _ = compact_size(teacher)
+    size, how = compact_size(pruned)
     assert safetensors_size(teacher) / size > 5 and dense_compact / size > 5
     assert "compact format" in how
     back = _round_trip(pruned)
@@ -100,8 +101,8 @@ def test_pruned_and_quantized_compose(pretrained, digits):
     data = compact.to_bytes(both)
     rows = {r["tensor"]: r for r in compact.describe_compact(data)}
     assert rows["fcs.0.weight"]["encoding"] == "quant" and rows["fcs.0.weight"]["positions"] is not None
-    assert len(data) < compact.compact_size(pruned)[0] / 2
-    assert len(data) < compact.compact_size(_hand_quantize(pretrained("teacher"), 4))[0] / 2
+    assert len(data) < compact_size(pruned)[0] / 2
+    assert len(data) < compact_size(_hand_quantize(pretrained("teacher"), 4))[0] / 2
     assert _same(both, compact.load_compact(data), digits.test.X[:32])
 
 
@@ -116,7 +117,7 @@ def test_weights_moved_off_their_grid_are_stored_as_floats(pretrained, digits):
 
 
 def test_activation_quantization_survives(pretrained, digits):
-    from compression.quantization import attach_act_quant
+    from compression.core.quant import attach_act_quant
 
     model = pretrained("mlp")
     attach_act_quant(model.fc2, 6, True, torch.tensor(0.05), torch.tensor(0.0))
@@ -158,8 +159,8 @@ def test_structural_changes_round_trip(pretrained, digits):
 
 def test_library_methods_round_trip(pretrained, digits):
     """The pruning and quantization modules' own outputs, through the format."""
-    from compression.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
-    from compression.quantization import QuantConfig, quantize
+    from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
+    from compression.methods.quantization import QuantConfig, quantize
 
     models = [prune(pretrained("teacher"), PruneConfig(sparsity=0.9))[0],
               quantize(pretrained("teacher"), QuantConfig(bits=4))[0],
@@ -174,7 +175,7 @@ def test_save_and_load_paths_and_file_objects(tmp_path, pretrained, digits):
     path = tmp_path / "model.anything"
     written = compact.save_compact(model, path)
     buf = io.BytesIO()
-    assert compact.save_compact(model, buf) == written == path.stat().st_size == compact.compact_size(model)[0]
+    assert compact.save_compact(model, buf) == written == path.stat().st_size == compact_size(model)[0]
     buf.seek(0)
     assert compact.is_compact(path) and compact.is_compact(buf) and buf.tell() == 0
     for source in (path, str(path), buf, path.read_bytes()):
@@ -194,7 +195,7 @@ def test_recognised_by_content_only(tmp_path, pretrained):
 
 
 def test_loader_opens_compact_files(tmp_path, pretrained, digits):
-    from compression.loading import load_model
+    from compression.models.loading import load_model
 
     model = _hand_prune(pretrained("lenet5"), 0.5)
     path = tmp_path / "weights.bin"
@@ -325,20 +326,20 @@ def test_models_the_format_cannot_store(pretrained):
     with pytest.raises(CompressionError, match="built-in architecture") as err:
         compact.to_bytes(plain)
     assert not isinstance(err.value, ModelLoadError)
-    size, how = compact.compact_size(plain)
+    size, how = compact_size(plain)
     assert size > 64 * 10 * 4 and "safetensors" in how
     odd = pretrained("mlp")
     odd.fc2 = nn.Sequential(odd.fc2, nn.GELU())  # GELU: a module the format cannot rebuild
     with pytest.raises(CompressionError, match="GELU"):
         compact.to_bytes(odd)
-    assert "safetensors" in compact.compact_size(odd)[1]
+    assert "safetensors" in compact_size(odd)[1]
 
 
 def test_compact_size_is_the_bytes_written_and_timed(pretrained, record_property):
     """compact_size runs on every slider move; its time is recorded here, not asserted."""
     for name, model in (("dense", pretrained("teacher")), ("pruned", _hand_prune(pretrained("teacher"), 0.9))):
-        compact.compact_size(model)  # warm the architecture cache, as a slider's second move would
+        compact_size(model)  # warm the architecture cache, as a slider's second move would
         start = time.perf_counter()
-        size, _ = compact.compact_size(model)
+        size, _ = compact_size(model)
         record_property(f"compact_size_ms_{name}", round((time.perf_counter() - start) * 1e3, 2))
         assert size == len(compact.to_bytes(model)) == compact.save_compact(model, io.BytesIO())

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.cli import main
-from compression.data import Preprocess, load_data, load_digits, parse_preprocess
-from compression.errors import ConfigError, DataError, UnsupportedLayerError
-from compression.evaluate import evaluate, plausibility_warning
-from compression.loading import load_model
+from compression.data.datasets import Preprocess, load_digits, parse_preprocess
+from compression.data.files import load_data
+from compression.core.errors import ConfigError, DataError, UnsupportedLayerError
+from compression.metrics.evaluate import evaluate, plausibility_warning
+from compression.models.loading import load_model
 
 
 class PoolNet(nn.Module):
@@ -167,9 +168,9 @@ def test_a_recipe_carries_its_data_options(user, capsys, tmp_path):
 
 @pytest.mark.parametrize("name", ["cnn.pt", "cnn.pt2"])
 def test_sweeps_proxies_and_allocation_on_user_formats(user, name):
-    from compression.allocation import plan_and_apply
-    from compression.proxies import weight_stats
-    from compression.sensitivity import prune_sweep, quant_sweep
+    from compression.analysis.allocation import plan_and_apply
+    from compression.analysis.proxies import weight_stats
+    from compression.analysis.sensitivity import prune_sweep, quant_sweep
 
     d, _, _, _ = user
     model, data = load_model(d / name).model, load_data(d / "images.npz")
@@ -191,8 +192,8 @@ def test_sweeps_proxies_and_allocation_on_user_formats(user, name):
 
 @pytest.mark.parametrize("name", ["cnn.pt", "cnn.pt2"])
 def test_a_compressed_user_model_saves_in_its_format_and_loads_back(user, capsys, tmp_path, name):
-    from compression.pruning import finetune
-    from compression.training import TrainConfig, fit
+    from compression.methods.pruning import finetune
+    from compression.methods.training import TrainConfig, fit
 
     d, _, images, _ = user
     out = _run(capsys, "prune", "--model", str(d / name), "--data", str(d / "images.npz"), "--sparsity", "0.6",
@@ -226,14 +227,14 @@ def test_a_compressed_user_model_saves_compact_with_its_architecture(user, capsy
 
 
 def test_a_damaged_user_compact_file_is_refused(user, tmp_path):
-    from compression.compact import _PROGRAMS, load_compact, to_bytes
-    from compression.errors import ModelLoadError
-    from compression.pruning import PruneConfig, prune
+    from compression.models.compact import _PROGRAMS, load_compact, to_bytes
+    from compression.core.errors import ModelLoadError
+    from compression.methods.pruning import PruneConfig, prune
 
     d, _, _, _ = user
     pruned, _ = prune(load_model(d / "cnn.pt2").model, PruneConfig(sparsity=0.5))
     data = to_bytes(pruned)
-    with pytest.raises(ModelLoadError, match="load it with compression.loading.load_model"):
+    with pytest.raises(ModelLoadError, match="load it with compression.models.loading.load_model"):
         load_compact(data)
     (tmp_path / "cut.cstudio").write_bytes(data[:-40])
     with pytest.raises(ModelLoadError):
@@ -242,7 +243,7 @@ def test_a_damaged_user_compact_file_is_refused(user, tmp_path):
 
 
 def test_layer_table_names_user_layers_by_their_type(user):
-    from compression.summary import layer_table
+    from compression.metrics.summary import layer_table
 
     d, _, images, _ = user
     ts, ep = (layer_table(load_model(d / n).model, images[:1]) for n in ("cnn.pt", "cnn.pt2"))

@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from compression.data import load_data, load_digits
-from compression.datafiles import (MIN_SAMPLES, Limits, display_name, load_data_bytes,
+from compression.data.datasets import load_digits
+from compression.data.files import load_data
+from compression.data.files import (MIN_SAMPLES, Limits, display_name, load_data_bytes,
                                    load_data_file)
-from compression.errors import ConfigError, DataError
+from compression.core.errors import ConfigError, DataError
 
 # ----------------------------------------------------------------------------- helpers
 

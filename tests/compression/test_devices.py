@@ -4,11 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compression import devices, zoo
-from compression.errors import ConfigError
-from compression.evaluate import compress_and_evaluate, evaluate
-from compression.pruning import PruneConfig
-from compression.sensitivity import prune_sweep
+from compression.core import devices
+from compression.models import zoo
+from compression.core.errors import ConfigError
+from compression.metrics.evaluate import evaluate
+from compression.workflows.slider import compress_and_evaluate
+from compression.methods.pruning import PruneConfig
+from compression.analysis.sensitivity import prune_sweep
 
 NO_GPU = not torch.cuda.is_available()
 

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from compression import zoo
-from compression.config import compress, config_from_json
-from compression.data import Split
-from compression.distillation import DistillConfig, distill
-from compression.errors import ConfigError
-from compression.evaluate import accuracy_and_loss
+from compression.models import zoo
+from compression.core.registry import compress, config_from_json
+from compression.data.datasets import Split
+from compression.methods.distillation import DistillConfig, distill
+from compression.core.errors import ConfigError
+from compression.metrics.evaluate import accuracy_and_loss
 
 
 def _fresh(name: str = "student", seed: int = 0) -> nn.Module:
@@ -82,7 +82,7 @@ def test_distilled_student_beats_student_alone(pretrained, digits):
 def test_a_pruned_copy_of_the_teacher_as_student_keeps_its_zeros(pretrained, digits):
     teacher = pretrained("teacher")
     student = pretrained("teacher")
-    with torch.no_grad():  # as compression.pruning does: the masked weight must stay deep-copyable
+    with torch.no_grad():  # as compression.methods.pruning does: the masked weight must stay deep-copyable
         tprune.l1_unstructured(student.fcs[0], "weight", amount=0.8)
     trained, report = distill(teacher, student, digits, DistillConfig(epochs=1, lr=1e-3))
     assert float((trained.fcs[0].weight == 0).float().mean()) >= 0.8

@@ -9,8 +9,8 @@ import torch
 import torch.nn.utils.prune
 from torch import nn
 
-from compression.data import Dataset, Split
-from compression.evaluate import (agreement, confusion_matrix, count_macs, count_nonzero_params,
+from compression.data.datasets import Dataset, Split
+from compression.metrics.evaluate import (agreement, confusion_matrix, count_macs, count_nonzero_params,
                                   evaluate, measure_latency, topk_accuracy)
 
 
@@ -101,17 +101,18 @@ def test_evaluate_builtin_with_reference(digits, pretrained):
 
 @pytest.mark.parametrize("value", ["0.5", None, [0.5], float("nan"), True])
 def test_check_range_refuses_non_numbers_with_config_error(value):
-    from compression.config import check_range
-    from compression.errors import ConfigError
+    from compression.core.registry import check_range
+    from compression.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must be a number"):
         check_range("sparsity", value, 0.0, 1.0)
 
 
 def test_slider_move_times_nothing_and_latency_comes_after(digits):
-    from compression import zoo
-    from compression.evaluate import compress_and_evaluate, compressed_latency, predict_logits
-    from compression.pruning import ChannelPruneConfig
+    from compression.models import zoo
+    from compression.metrics.evaluate import predict_logits
+    from compression.workflows.slider import compress_and_evaluate, compressed_latency
+    from compression.methods.pruning import ChannelPruneConfig
 
     model = zoo.load_pretrained("resnet").eval()
     cfg = ChannelPruneConfig(sparsity=0.5)

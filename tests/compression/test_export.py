@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from compression import zoo
-from compression.errors import ConfigError
-from compression.evaluate import effective_weights
-from compression.export import ExportError, available_formats, export_model, folded_copy
-from compression.loading import load_model
+from compression.models import zoo
+from compression.core.errors import ConfigError
+from compression.core.modules import effective_weights
+from compression.io.export import ExportError, available_formats, export_model
+from compression.core.modules import folded_copy
+from compression.models.loading import load_model
 
 PLAIN_LOADER = """
 import json, sys, torch
@@ -43,8 +44,8 @@ def pruned_mlp() -> torch.nn.Module:
 
 def quantized_lenet() -> torch.nn.Module:
     """4-bit weights and fake-quantized inputs (forward pre-hooks), if quantization exists."""
-    quantization = pytest.importorskip("compression.quantization")
-    from compression.data import load_digits
+    quantization = pytest.importorskip("compression.methods.quantization")
+    from compression.data.datasets import load_digits
 
     cfg = quantization.QuantConfig(bits=4, activations=True)
     return quantization.quantize(zoo.load_pretrained("lenet5"), cfg, load_digits())[0]
@@ -101,9 +102,9 @@ def test_safetensors_folds_masks(digits, tmp_path):
 
 
 def test_compact_round_trip(model_case, digits, tmp_path):
-    compact = pytest.importorskip("compression.compact")
+    compact = pytest.importorskip("compression.models.compact")
     if not hasattr(compact, "save_compact"):
-        pytest.skip("compression.compact.save_compact is not written yet")
+        pytest.skip("compression.models.compact.save_compact is not written yet")
     name, model = model_case
     result = export_model(model, "compact", tmp_path / f"{name}.bin", digits.test.X[:1])
     loaded = load_model(result.path, data=digits)
@@ -160,7 +161,7 @@ def test_folded_copy_and_errors(digits, tmp_path):
 
 
 def test_onnx_is_optional(monkeypatch, digits, tmp_path):
-    import compression.export as export
+    import compression.io.export as export
 
     monkeypatch.setattr(export, "onnx_available", lambda: False)
     assert "onnx" not in export.available_formats() and "torchscript" in export.available_formats()

@@ -8,12 +8,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from compression import zoo
-from compression.data import load_digits
-from compression.errors import ModelLoadError
-from compression.export import export_model
-from compression.loading import load_model
-from compression.quantization import QuantConfig, quantize
+from compression.models import zoo
+from compression.data.datasets import load_digits
+from compression.core.errors import ModelLoadError
+from compression.io.export import export_model
+from compression.models.loading import load_model
+from compression.methods.quantization import QuantConfig, quantize
 
 
 @pytest.fixture(scope="module")

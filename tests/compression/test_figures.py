@@ -1,4 +1,4 @@
-"""Figure builders of compression/figures.py: traces, axes and values; the quantization grids the
+"""Figure builders of compression/figures/common.py: traces, axes and values; the quantization grids the
 Weights page draws and tabulates, checked against the quantizer itself."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from plotly.colors import hex_to_rgb
 
-from compression.curves import quant_grid
-from compression.figures import (PALETTE, axis_title, bar_figure, confusion_figure, curve_figure, histogram_figure,
+from compression.workflows.curves import quant_grid
+from compression.figures.common import (PALETTE, axis_title, bar_figure, confusion_figure, curve_figure, histogram_figure,
                                  layer_share_figure, log_ticks, palette, quant_grid_figure)
-from compression.figures_compress import activation_grid_figure, grid_table, same_grid_note
-from compression.quantization import compute_qparams, fake_quantize
+from compression.figures.compress import activation_grid_figure, grid_table, same_grid_note
+from compression.methods.quantization import compute_qparams, fake_quantize
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from compression import figures_analysis as fa
+from compression.figures import analysis as fa
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_results_frame_and_store_frame():
 
 
 def test_store_frame_from_a_real_store(tmp_path):
-    store_mod = pytest.importorskip("compression.store")
+    store_mod = pytest.importorskip("compression.io.store")
     store = store_mod.Store(tmp_path / "runs.sqlite")
     first = store.record("prune", "demo:mlp:demo:mlp", ("digits", "abc"), {"kind": "prune", "sparsity": 0.5},
                          {"accuracy": 0.95, "size_bytes": 2048, "latency_ms": 0.1, "baseline": {"accuracy": 0.97}})
@@ -210,8 +210,8 @@ class FakeJob:
 
 
 def test_sweep_work_reports_every_point(digits):
-    pytest.importorskip("compression.pruning")
-    from compression import zoo
+    pytest.importorskip("compression.methods.pruning")
+    from compression.models import zoo
 
     job = FakeJob()
     out = fa.sweep_work(zoo.load_pretrained("mlp"), digits, "prune", [0.5, 0.9], proxies=False)(job)
@@ -224,7 +224,7 @@ def test_sweep_work_reports_every_point(digits):
 
 
 def test_sweep_work_stops_and_skips_proxies(digits):
-    from compression import zoo
+    from compression.models import zoo
 
     job = FakeJob()
     job.stop.set()
@@ -233,8 +233,8 @@ def test_sweep_work_stops_and_skips_proxies(digits):
 
 
 def test_distill_work_events_and_both_runs(tiny_data):
-    distillation = pytest.importorskip("compression.distillation")
-    from compression import zoo
+    distillation = pytest.importorskip("compression.methods.distillation")
+    from compression.models import zoo
 
     teacher, student = zoo.build("mlp", num_classes=4), zoo.build("student", num_classes=4)
     before = {k: v.clone() for k, v in student.state_dict().items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from compression import figures_cases as fc
+from compression.figures import cases as fc
 
 
 def test_pruning_figure_axes():

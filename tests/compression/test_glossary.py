@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression import zoo
-from compression.errors import ConfigError
-from compression.glossary import GLOSSARY, define, help_for, search
-from compression.layer_notes import bypassed, forward_order, layer_facts, why_sensitive
+from compression.models import zoo
+from compression.core.errors import ConfigError
+from compression.core.glossary import GLOSSARY, define, help_for, search
+from compression.analysis.layer_notes import bypassed, forward_order, layer_facts, why_sensitive
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
@@ -72,7 +72,7 @@ def test_search_is_alphabetic_and_filters_terms_and_meanings():
 
 
 def test_library_modules_do_not_import_streamlit():
-    code = "import sys, compression.glossary, compression.layer_notes; assert 'streamlit' not in sys.modules"
+    code = "import sys, compression.core.glossary, compression.analysis.layer_notes; assert 'streamlit' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

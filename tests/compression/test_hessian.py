@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from compression import proxies as P
-from compression.data import Dataset, make_dataset
-from compression.errors import ConfigError
+from compression.analysis import proxies as P
+from compression.data.datasets import Dataset, make_dataset
+from compression.core.errors import ConfigError
 
 LAYERS = ("0", "3", "5")   # conv 36 weights, linear 864, linear 24: all small enough for the exact Hessian
 SEEDS = range(8)

@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from compression.compact import MAGIC, VERSION, to_bytes
-from compression.errors import ModelDataMismatch, ModelLoadError
-from compression.loading import load_model
-from compression import zoo
+from compression.models.compact import MAGIC, VERSION, to_bytes
+from compression.core.errors import ModelDataMismatch, ModelLoadError
+from compression.models.loading import load_model
+from compression.models import zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 # runs the CLI in a child and prints its peak resident memory (VmHWM, KiB) on stdout

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from compression import quantization, zoo
-from compression.errors import ConfigError
-from compression.evaluate import count_macs, count_params
-from compression.quantization import int8_layers, quantize_int8
+from compression.methods import quantization
+from compression.models import zoo
+from compression.core.errors import ConfigError
+from compression.metrics.evaluate import count_macs, count_params
+from compression.methods.quantization import int8_layers, quantize_int8
 from tests.compression.clitools import run_cli
 
 DIGIT = (1, 1, 8, 8)  # batch 1 of the digits input

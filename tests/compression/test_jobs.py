@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from compression.jobs import start_job
+from compression.core.jobs import start_job
 
 
 def _wait(job, timeout=10.0):

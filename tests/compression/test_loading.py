@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from compression import zoo
-from compression.errors import ModelDataMismatch, ModelLoadError
-from compression.loading import check_model, load_model, load_model_bytes
+from compression.models import zoo
+from compression.core.errors import ModelDataMismatch, ModelLoadError
+from compression.models.loading import check_model, load_model, load_model_bytes
 
 
 class _Evil:

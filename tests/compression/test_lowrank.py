@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from compression.config import compress, config_from_json
-from compression.errors import ConfigError
-from compression.evaluate import count_params
-from compression.lowrank import LowRankConfig, choose_rank, factorise, layer_svd, lowrank
+from compression.core.registry import compress, config_from_json
+from compression.core.errors import ConfigError
+from compression.metrics.evaluate import count_params
+from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd, lowrank
 
 
 @pytest.mark.parametrize("layer, shape", [

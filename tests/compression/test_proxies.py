@@ -12,10 +12,10 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.func import functional_call
 
-from compression import proxies as P
-from compression.attribution import module_hooks
-from compression.data import make_dataset
-from compression.errors import ConfigError
+from compression.analysis import proxies as P
+from compression.analysis.attribution import module_hooks
+from compression.data.datasets import make_dataset
+from compression.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

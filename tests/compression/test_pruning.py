@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from compression import zoo
-from compression.config import config_from_dict
-from compression.errors import ConfigError
-from compression.evaluate import accuracy_and_loss, count_params
-from compression.pruning import (ChannelPruneConfig, PruneConfig, channel_prune, finetune, layer_sparsity,
+from compression.models import zoo
+from compression.core.registry import config_from_dict
+from compression.core.errors import ConfigError
+from compression.metrics.evaluate import accuracy_and_loss, count_params
+from compression.methods.pruning import (ChannelPruneConfig, PruneConfig, channel_prune, finetune, layer_sparsity,
                                  magnitude_mask, make_permanent, prune)
-from compression.training import TrainConfig
+from compression.methods.training import TrainConfig
 
 
 def _state(model):

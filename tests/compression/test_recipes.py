@@ -9,14 +9,14 @@ import threading
 import pytest
 import torch
 
-import compression.cli_runs  # noqa: F401  (registers runs, report, run)
-from compression import zoo
+import compression.cli.runs  # noqa: F401  (registers runs, report, run)
+from compression.models import zoo
 from compression.cli import main
-from compression.errors import ConfigError, StoppedError
-from compression.evaluate import effective_weights
-from compression.recipes import (Recipe, dumps_recipe, load_recipe, recipe_from_runs, recipe_run_config,
+from compression.core.errors import ConfigError, StoppedError
+from compression.core.modules import effective_weights
+from compression.workflows.recipes import (Recipe, dumps_recipe, load_recipe, recipe_from_runs, recipe_run_config,
                                  replay_run, run_recipe, save_recipe)
-from compression.store import Store
+from compression.io.store import Store
 
 TRAINING = [{"kind": "finetune", "epochs": 1, "lr": 0.001},
             {"kind": "distill_from_original", "epochs": 1, "alpha": 0.5, "temperature": 2.0}]
@@ -33,7 +33,7 @@ def _has(module: str) -> bool:
 
 @pytest.fixture
 def methods():
-    if not (_has("compression.pruning") and _has("compression.quantization")):
+    if not (_has("compression.methods.pruning") and _has("compression.methods.quantization")):
         pytest.skip("the pruning / quantization modules are not written yet")
 
 
@@ -128,7 +128,7 @@ def test_replay_with_methods(method_steps, digits):
 
 
 def test_every_method_kind_in_one_recipe(methods, digits):
-    if not (_has("compression.lowrank") and _has("compression.distillation")):
+    if not (_has("compression.methods.lowrank") and _has("compression.methods.distillation")):
         pytest.skip("the low-rank / distillation modules are not written yet")
     steps = [{"kind": "channel_prune", "sparsity": 0.25}, {"kind": "lowrank", "rank_ratio": 0.5},
              {"kind": "distill", "epochs": 1}, {"kind": "prune", "sparsity": 0.3}, {"kind": "quantize", "bits": 8}]

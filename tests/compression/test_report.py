@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from compression.report import CSS, config_lines, html_report, runs_csv, runs_table
-from compression.store import Store
+from compression.io.report import CSS, config_lines, html_report, runs_csv, runs_table
+from compression.io.store import Store
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -108,7 +108,7 @@ def test_html_renders_offline_in_chromium(runs, tmp_path):
 
 
 def test_cli_report_writes_html_and_csv(runs, tmp_path, capsys):
-    import compression.cli_runs  # noqa: F401  (registers runs, report, run)
+    import compression.cli.runs  # noqa: F401  (registers runs, report, run)
     from compression.cli import main
 
     store = str(tmp_path / "runs.sqlite")  # the `runs` fixture's store

@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-import compression.cli_sensitivity  # noqa: F401  (registers the command)
-from compression import pruning, quantization
-from compression import sensitivity as S
-from compression.attribution import module_hooks
+import compression.cli.sensitivity  # noqa: F401  (registers the command)
+from compression.methods import pruning
+from compression.methods import quantization
+from compression.analysis import sensitivity as S
+from compression.analysis.attribution import module_hooks
 from compression.cli import main
-from compression.errors import ConfigError
-from compression.evaluate import accuracy_and_loss
+from compression.core.errors import ConfigError
+from compression.metrics.evaluate import accuracy_and_loss
 
 LEVELS = (0.0, 0.3, 0.6, 0.9, 0.95)
 

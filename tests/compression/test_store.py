@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression import store as store_mod
-from compression.store import Run, Store, StoreError, default_store_path, identity
+from compression.io import store as store_mod
+from compression.io.store import Run, Store, StoreError, default_store_path, identity
 
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = """
 import sys, time
-from compression.store import Store
+from compression.io.store import Store
 path, name, n, payload, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 store = Store(path)
 time.sleep(max(0.0, start - time.time()))  # every writer starts at the same moment
@@ -198,7 +198,7 @@ def test_sigkill_inside_open_transaction_leaves_nothing(tmp_path):
     kept = Store(path).record("evaluate", "m", "d", {"kept": True}, {})
     script = (
         "import sys, time\n"
-        "from compression.store import Store\n"
+        "from compression.io.store import Store\n"
         "s = Store(sys.argv[1])\n"
         "with s._transaction() as conn:\n"
         "    conn.execute('INSERT INTO runs (id, created, kind, config, metrics, artefacts) '\n"
@@ -227,7 +227,7 @@ def _check_sound(path: Path) -> list[tuple]:
 
 
 def test_cli_runs_lists_the_store(tmp_path, capsys):
-    import compression.cli_runs  # noqa: F401  (registers runs, report, run)
+    import compression.cli.runs  # noqa: F401  (registers runs, report, run)
     from compression.cli import main
 
     path = tmp_path / "runs.sqlite"
@@ -250,7 +250,7 @@ def test_cli_runs_lists_the_store(tmp_path, capsys):
 def test_store_arg_is_opt_in(tmp_path, monkeypatch):
     import argparse
 
-    from compression.cli_runs import add_store_arg, store_from_args
+    from compression.cli.runs import add_store_arg, store_from_args
 
     monkeypatch.setenv("COMPRESSION_STORE", str(tmp_path / "default.sqlite"))
     parser = argparse.ArgumentParser()

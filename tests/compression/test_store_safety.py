@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import compression.cli_runs  # noqa: F401  (registers runs, report, run)
-from compression.store import DamagedRunError, Store, StoreError
+import compression.cli.runs  # noqa: F401  (registers runs, report, run)
+from compression.io.store import DamagedRunError, Store, StoreError
 from tests.compression.clitools import assert_one_line_error, run_cli
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compression import hf_loading
-from compression import transformers_support as ts
-from compression.cli_transformers import check_counts
-from compression.errors import ConfigError, ModelLoadError
-from compression.recipes import RECIPE_MAX_BYTES, load_recipe
+from compression.models import hf as hf_loading
+from compression.workflows import transformers as ts
+from compression.cli.transformers import check_counts
+from compression.core.errors import ConfigError, ModelLoadError
+from compression.workflows.recipes import RECIPE_MAX_BYTES, load_recipe
 from tests.compression.clitools import assert_one_line_error, run_cli
 
 EVIL = """from pathlib import Path

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from compression import transformers_support as ts
-from compression.errors import ConfigError, DataError, ModelDataMismatch, ModelLoadError, UnsupportedLayerError
+from compression.workflows import transformers as ts
+from compression.core.errors import ConfigError, DataError, ModelDataMismatch, ModelLoadError, UnsupportedLayerError
 
 MAX_TEXTS = 32
 
@@ -132,7 +132,7 @@ def test_missing_tokenizer_and_missing_folder(folders, tmp_path):
 
 
 def test_importing_the_api_does_not_import_transformers():
-    code = "import sys, compression.transformers_support; assert 'transformers' not in sys.modules"
+    code = "import sys, compression.workflows.transformers; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
@@ -435,7 +435,7 @@ def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, ki
     import io
     import zipfile
 
-    from compression.hf_export import hf_zip_bytes
+    from compression.io.hf_export import hf_zip_bytes
 
     small, _ = ts.compress_hf(models[kind], ts.HFPruneConfig(sparsity=0.5))
     payload = hf_zip_bytes(small, data)
@@ -448,7 +448,7 @@ def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, ki
 @pytest.mark.parametrize("cfg", [ts.HFLowRankConfig(rank_ratio=0.5), ts.Int8Config(), ts.HeadPruneConfig()],
                          ids=["lowrank", "int8", "heads"])
 def test_structures_a_folder_cannot_describe_are_refused(models, data, cfg):
-    from compression.hf_export import hf_zip_bytes
+    from compression.io.hf_export import hf_zip_bytes
 
     small, _ = ts.compress_hf(models["encoder"], cfg)
     with pytest.raises(UnsupportedLayerError, match="Hugging Face folder|loads? back"):

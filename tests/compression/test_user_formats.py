@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.errors import UnsupportedLayerError
-from compression.layers import weight_layers
-from compression.loading import load_model
-from compression.lowrank import LowRankConfig, lowrank
-from compression.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
-from compression.quantization import QuantConfig, quantize
+from compression.core.errors import UnsupportedLayerError
+from compression.core.modules import weight_layers
+from compression.models.loading import load_model
+from compression.methods.lowrank import LowRankConfig, lowrank
+from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
+from compression.methods.quantization import QuantConfig, quantize
 
 
 class UserNet(nn.Module):

@@ -1,7 +1,7 @@
 """Deltas and warnings that never say the opposite of the numbers."""
 import pytest
 
-from compression.summary import chance_note, size_change
+from compression.metrics.summary import chance_note, size_change
 
 
 @pytest.mark.parametrize("before,after,text", [(200, 100, "2.0x smaller"), (100, 130, "1.3x larger"),

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from compression import zoo
-from compression.data import load_digits
-from compression.evaluate import accuracy_and_loss, count_params
+from compression.data.datasets import load_digits, split_indices
+from compression.methods.training import train_model
+from compression.metrics.evaluate import accuracy_and_loss, count_params
+from compression.models import zoo
 
 
 def test_digits_split_is_fixed(digits):
@@ -17,8 +18,6 @@ def test_digits_split_is_fixed(digits):
 
 def test_bundled_digits_are_scikit_learns(digits):
     from sklearn.datasets import load_digits as sk_digits
-
-    from compression.data import split_indices
 
     bunch = sk_digits()
     X = (digits.test.X * digits.std + digits.mean).round().numpy()
@@ -43,6 +42,6 @@ def test_student_is_about_a_tenth_of_the_teacher():
 
 
 def test_training_is_seeded():
-    _, a = zoo.train_model("mlp", epochs=1, seed=3)
-    _, b = zoo.train_model("mlp", epochs=1, seed=3)
+    _, a = train_model("mlp", epochs=1, seed=3)
+    _, b = train_model("mlp", epochs=1, seed=3)
     assert a == b

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from compression.store import Store
+from compression.io.store import Store
 from tests.e2e.conftest import ROOT, _free_port, start_streamlit, wait_healthy, wait_idle
 
 pytestmark = pytest.mark.browser

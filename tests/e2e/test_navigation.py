@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from compression import zoo
-from compression.data import load_digits
+from compression.models import zoo
+from compression.data.datasets import load_digits
 from tests.e2e.conftest import ROOT, SHOTS, _free_port, start_streamlit, wait_healthy, wait_idle
 from tests.e2e.test_browser import DEFAULT, PAGES, open_page
 

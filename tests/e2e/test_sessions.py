@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from compression import zoo
+from compression.models import zoo
 from tests.e2e.conftest import wait_idle
 
 pytestmark = pytest.mark.browser

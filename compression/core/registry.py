@@ -1,0 +1,130 @@
+"""Method configs: frozen, validated dataclasses that round-trip to JSON, and a registry
+from config type to the handler that applies it (as torchao's quantize handlers do)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, TypeVar
+
+from torch import nn
+
+from compression.core.errors import ConfigError
+
+CONFIGS: dict[str, type["MethodConfig"]] = {}
+HANDLERS: dict[type, Callable[..., tuple[nn.Module, "Report"]]] = {}
+C = TypeVar("C", bound="MethodConfig")
+
+
+def register_config(cls: type[C]) -> type[C]:
+    """Class decorator: make a config reachable by its `kind` for `config_from_dict`."""
+    CONFIGS[cls.kind] = cls
+    return cls
+
+
+def register_handler(config_type: type) -> Callable:
+    """Decorator: `handler(model, cfg, data=None, **kw) -> (new_model, Report)` for a config type."""
+    def wrap(fn: Callable) -> Callable:
+        HANDLERS[config_type] = fn
+        return fn
+    return wrap
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method config. Subclasses set `kind` and validate in __post_init__."""
+
+    kind: ClassVar[str] = "base"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        d = dict(d)
+        d.pop("kind", None)
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(names)
+        if unknown:
+            raise ConfigError(f"Unknown field(s) for {cls.kind}: {', '.join(sorted(unknown))}. "
+                              f"Valid fields: {', '.join(names)}.")
+        for key, value in list(d.items()):
+            if isinstance(value, list):
+                d[key] = tuple(value)
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"Bad {cls.kind} config: {exc}") from None
+
+
+def config_from_dict(d: dict[str, Any]) -> MethodConfig:
+    """Rebuild any registered config from its dict (as stored in runs and recipes)."""
+    if not isinstance(d, dict) or "kind" not in d:
+        raise ConfigError("A config must be a JSON object with a 'kind' field.")
+    if d["kind"] not in CONFIGS:
+        raise ConfigError(f"Unknown method kind {d['kind']!r}; known: {', '.join(sorted(CONFIGS))}.")
+    return CONFIGS[d["kind"]].from_dict(d)
+
+
+def config_from_json(text: str) -> MethodConfig:
+    try:
+        return config_from_dict(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"Config is not valid JSON: {exc}") from None
+
+
+def name_pairs(value, cast, what: str, example: str) -> tuple[tuple[str, Any], ...]:
+    """Normalise {name: x} or [[name, x], ...] to a sorted tuple of (name, cast(x)) pairs, so a
+    per-layer setting stays hashable and JSON round-trips; ConfigError on anything else."""
+    try:
+        items = value.items() if isinstance(value, dict) else value
+        return tuple(sorted((str(k), cast(v)) for k, v in items))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must map layer names to values, e.g. {example}.") from None
+
+
+def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
+                hi_open: bool = False) -> None:
+    """Raise ConfigError unless lo <= value <= hi (with optional open ends)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:  # NaN fails both comparisons
+        lb, hb = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ConfigError(f"{name} must be a number in {lb}{lo}, {hi}{hb}; got {value!r}.")
+
+
+@dataclass
+class Report:
+    """What a method did: per-layer rows, skipped layers with reasons, and its own metrics.
+
+    `layers` rows are flat dicts (one per layer) ready for a DataFrame; `metrics` holds the
+    method's summary numbers (achieved sparsity, bits, mean SQNR, ...) for JSON output.
+    `simulated` says whether the result is a simulation (fake quantization) or real.
+    """
+
+    method: str
+    config: dict
+    layers: list[dict] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    simulated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "config": self.config, "layers": self.layers,
+                "skipped": [{"layer": n, "reason": r} for n, r in self.skipped],
+                "metrics": self.metrics, "simulated": self.simulated}
+
+
+def compress(model: nn.Module, cfg: MethodConfig, data=None, **kwargs) -> tuple[nn.Module, Report]:
+    """Apply any registered method to a copy of `model`; the input model is never changed."""
+    handler = HANDLERS.get(type(cfg))
+    if handler is None:
+        raise ConfigError(f"No handler registered for {type(cfg).__name__}.")
+    return handler(model, cfg, data, **kwargs)

@@ -1,0 +1,1 @@
+"""Data sets: the bundled digits, user files, text."""

@@ -1,0 +1,1 @@
+"""Pure figure builders (plotly), one module per page family."""

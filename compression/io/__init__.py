@@ -1,0 +1,1 @@
+"""Export, the run store, reports."""

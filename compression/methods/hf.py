@@ -1,0 +1,264 @@
+"""Compression methods on transformers. Each takes an HFModel and a frozen config, and returns a new
+HFModel (the input is never changed) and a Report:
+
+- hf_prune: unstructured magnitude pruning of Linear layers (embeddings only when asked);
+- hf_nm: N:M semi-structured pruning (e.g. 2:4: N non-zeros in every M weights along the input dim);
+- hf_heads, hf_ffn: structured pruning of attention heads and FFN neurons (in hf_structured);
+- hf_quantize: simulated quantization of Linear and Embedding weights at 2-16 bits;
+- hf_int8: real int8 dynamic quantization of Linear layers (some kept in fp32 if named);
+- hf_lowrank: truncated-SVD factorisation of Linear layers into two smaller ones.
+
+Masks are made permanent (torch.nn.utils.prune.remove) before a model is returned, and structured
+methods really remove rows and columns. Configs round-trip to JSON through `hf_config_from_dict`.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.utils.prune as tprune
+from torch import nn
+
+from compression.core.registry import MethodConfig, Report, check_range
+from compression.core.errors import ConfigError, UnsupportedLayerError
+from compression.metrics.evaluate import count_params
+from compression.core.modules import fold_masks_
+from compression.models.hf_layers import embedding_names, linear_names, tied_heads
+from compression.models.hf import HFModel
+from compression.core.modules import set_module
+
+HF_CONFIGS: dict[str, type[MethodConfig]] = {}
+HF_HANDLERS: dict[type, Callable[[HFModel, MethodConfig], tuple[HFModel, Report]]] = {}
+
+
+def hf_method(config_type: type[MethodConfig]) -> Callable:
+    """Decorator: register `handler(hf, cfg) -> (HFModel, Report)` for a config type."""
+    def wrap(fn: Callable) -> Callable:
+        HF_CONFIGS[config_type.kind] = config_type
+        HF_HANDLERS[config_type] = fn
+        return fn
+    return wrap
+
+
+def hf_config_from_dict(d: dict) -> MethodConfig:
+    """Rebuild a transformer method config from its dict ({'kind': 'hf_prune', ...})."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind not in HF_CONFIGS:
+        raise ConfigError(f"Unknown transformer method {kind!r}; known: {', '.join(sorted(HF_CONFIGS))}.")
+    return HF_CONFIGS[kind].from_dict(d)
+
+
+def compress_hf(hf: HFModel, cfg: MethodConfig) -> tuple[HFModel, Report]:
+    """Apply a transformer method to a copy of hf.model; hf is never changed."""
+    handler = HF_HANDLERS.get(type(cfg))
+    if handler is None:
+        raise ConfigError(f"{type(cfg).__name__} is not a transformer method; use one of "
+                          f"{', '.join(sorted(HF_CONFIGS))}.")
+    return handler(hf, cfg)
+
+
+def method_label(cfg: MethodConfig) -> str:
+    fields = {k: v for k, v in cfg.to_dict().items() if k != "kind" and v not in ((), [], None)}
+    return f"{cfg.kind}({', '.join(f'{k}={v}' for k, v in fields.items())})"
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Non-zero parameters, counting each shared tensor once and the packed weights (and biases,
+    when present) of real int8 layers."""
+    dense = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    for module in model.modules():
+        if hasattr(module, "_packed_params") and callable(getattr(module, "weight", None)):
+            bias = module.bias()
+            dense += int(torch.count_nonzero(module.weight().int_repr()))
+            dense += int(torch.count_nonzero(bias)) if bias is not None else 0
+    return dense
+
+
+def size_metrics(before: nn.Module, after: nn.Module) -> dict:
+    return {"params_before": count_params(before), "params_after": count_params(after),
+            "nonzero_before": count_nonzero(before), "nonzero_after": count_nonzero(after)}
+
+
+# ---- unstructured and N:M pruning ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HFPruneConfig(MethodConfig):
+    """Magnitude pruning of each Linear layer to `sparsity`; embeddings (and a head tied to them)
+    too when `embeddings`."""
+
+    kind: ClassVar[str] = "hf_prune"
+    sparsity: float = 0.5
+    embeddings: bool = False
+
+    def __post_init__(self):
+        check_range("sparsity", self.sparsity, 0.0, 0.999)
+
+
+@hf_method(HFPruneConfig)
+def prune_hf(hf: HFModel, cfg: HFPruneConfig) -> tuple[HFModel, Report]:
+    from compression.methods.pruning import PruneConfig, prune
+
+    model = hf.model
+    if cfg.embeddings:
+        inner = PruneConfig(sparsity=cfg.sparsity, overrides={n: cfg.sparsity for n in embedding_names(model)})
+    else:
+        inner = PruneConfig(sparsity=cfg.sparsity, skip=tuple(tied_heads(model)))
+    pruned, report = prune(model, inner)
+    fold_masks_(pruned)
+    report.method, report.config = cfg.kind, cfg.to_dict()
+    report.metrics.update(size_metrics(model, pruned))
+    return hf.replace(pruned.eval(), method_label(cfg)), report
+
+
+def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Float mask of a (out, in) weight keeping the n largest |w| in each group of m consecutive
+    inputs (in must be a multiple of m)."""
+    out_f, in_f = weight.shape
+    groups = weight.detach().abs().reshape(out_f, in_f // m, m)  # (out, in/m, m)
+    keep = groups.topk(n, dim=-1).indices
+    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
+    return mask.reshape(out_f, in_f)
+
+
+@dataclass(frozen=True)
+class NMConfig(MethodConfig):
+    """N:M pruning of every Linear layer whose input size is a multiple of m."""
+
+    kind: ClassVar[str] = "hf_nm"
+    n: int = 2
+    m: int = 4
+
+    def __post_init__(self):
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.n, self.m))
+        if not ints or not 0 < self.n < self.m <= 32:
+            raise ConfigError(f"N:M needs integers 0 < n < m <= 32; got {self.n}:{self.m}.")
+
+
+@hf_method(NMConfig)
+def nm_prune_hf(hf: HFModel, cfg: NMConfig) -> tuple[HFModel, Report]:
+    model = copy.deepcopy(hf.model)
+    rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(model)]
+    for name in linear_names(model):
+        layer = model.get_submodule(name)
+        if layer.in_features % cfg.m:
+            skipped.append((name, f"input size {layer.in_features} is not a multiple of {cfg.m}"))
+            continue
+        tprune.custom_from_mask(layer, "weight", nm_mask(layer.weight, cfg.n, cfg.m))
+        rows.append({"layer": name, "pattern": f"{cfg.n}:{cfg.m}", "params": layer.weight.numel(),
+                     "achieved": 1 - cfg.n / cfg.m})
+    if not rows:
+        raise UnsupportedLayerError(f"No Linear layer has an input size that is a multiple of {cfg.m}.")
+    fold_masks_(model)
+    metrics = {"sparsity_of_pruned_layers": 1 - cfg.n / cfg.m, **size_metrics(hf.model, model)}
+    return hf.replace(model.eval(), method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
+
+
+# ---- quantization: simulated at 2-16 bits, real int8 -------------------------------------------
+
+@dataclass(frozen=True)
+class HFQuantConfig(MethodConfig):
+    """Simulated (fake) quantization of Linear weights, and of Embedding weights with `embeddings`."""
+
+    kind: ClassVar[str] = "hf_quantize"
+    bits: int = 8
+    granularity: str = "channel"
+    embeddings: bool = True
+
+    def __post_init__(self):
+        from compression.methods.quantization import QuantConfig
+
+        QuantConfig(bits=self.bits, granularity=self.granularity)  # validates bits and granularity
+
+
+@hf_method(HFQuantConfig)
+def quantize_hf(hf: HFModel, cfg: HFQuantConfig) -> tuple[HFModel, Report]:
+    from compression.methods.quantization import QuantConfig, quantize
+
+    skip = () if cfg.embeddings else tuple(embedding_names(hf.model) + tied_heads(hf.model))
+    model, report = quantize(hf.model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, skip=skip))
+    report.method, report.config = cfg.kind, cfg.to_dict()
+    report.metrics.update(size_metrics(hf.model, model))
+    return hf.replace(model.eval(), method_label(cfg)), report
+
+
+@dataclass(frozen=True)
+class Int8Config(MethodConfig):
+    """Real int8 (PyTorch dynamic quantization kernels) of every Linear layer except those in `keep`."""
+
+    kind: ClassVar[str] = "hf_int8"
+    keep: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "keep", tuple(str(k) for k in self.keep))
+
+
+def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
+    """A copy of `model` with the named Linear layers turned into real dynamic int8 layers."""
+    model = copy.deepcopy(model).eval()
+    if not names:
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, set(names), dtype=torch.qint8)
+
+
+@hf_method(Int8Config)
+def int8_hf(hf: HFModel, cfg: Int8Config) -> tuple[HFModel, Report]:
+    from compression.core.modules import check_layer_names
+    from compression.methods.quantization import REAL_INT8, int8_layers
+    from compression.core.quant import sqnr_db
+
+    check_layer_names(hf.model, cfg.keep)
+    names = [n for n in linear_names(hf.model, tied=True) if n not in cfg.keep]
+    if not names:
+        raise UnsupportedLayerError("Nothing to quantize: every Linear layer is kept in fp32.")
+    model = int8_copy(hf.model, names)
+    done = int8_layers(model)
+    rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
+             "sqnr_db": sqnr_db(hf.model.get_submodule(n).weight, model.get_submodule(n).weight().dequantize())}
+            for n in done]
+    skipped = [(n, "kept in fp32") for n in cfg.keep]
+    skipped += [(n, "Embedding: no dynamic int8 kernel; kept fp32") for n in embedding_names(hf.model)]
+    metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(done), **size_metrics(hf.model, model)}
+    untied = [n for n in tied_heads(hf.model) if n in done]
+    if untied:
+        metrics["note"] = (f"{', '.join(untied)} shared its weight with the input embedding; its int8 copy is "
+                           "stored separately, so the stored parameter count grows by that matrix.")
+    return hf.replace(model, method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
+
+
+# ---- low-rank -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HFLowRankConfig(MethodConfig):
+    """Replace each Linear W (out, in) by two layers of rank ceil(rank_ratio * min(out, in)), from
+    its truncated SVD (compression.methods.lowrank); layers that would not shrink are skipped."""
+
+    kind: ClassVar[str] = "hf_lowrank"
+    rank_ratio: float = 0.5
+
+    def __post_init__(self):
+        check_range("rank_ratio", self.rank_ratio, 0.0, 1.0, lo_open=True)
+
+
+@hf_method(HFLowRankConfig)
+def lowrank_hf(hf: HFModel, cfg: HFLowRankConfig) -> tuple[HFModel, Report]:
+    from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
+
+    model, inner = copy.deepcopy(hf.model), LowRankConfig(rank_ratio=cfg.rank_ratio)
+    rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(model)]
+    for name in linear_names(model):
+        layer = model.get_submodule(name)
+        svd = layer_svd(layer)
+        rank, full = choose_rank(svd[1], inner), svd[1].numel()
+        if rank * (layer.in_features + layer.out_features) >= layer.weight.numel():
+            skipped.append((name, f"rank {rank} of {full} would not have fewer parameters"))
+            continue
+        set_module(model, name, factorise(layer, rank, svd).eval())
+        rows.append({"layer": name, "rank": rank, "full_rank": full, "params_before": layer.weight.numel(),
+                     "params_after": rank * (layer.in_features + layer.out_features)})
+    return hf.replace(model.eval(), method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, skipped,
+                                                                size_metrics(hf.model, model))

@@ -1,0 +1,1 @@
+"""Accuracy, size, MACs, latency and text-model metrics."""

@@ -1,0 +1,46 @@
+"""Transformer models (Hugging Face format, local folders only): the public API in one place.
+
+    from compression.workflows.transformers import load_hf_folder, load_text_data, HFPruneConfig, measure_method
+    hf = load_hf_folder("path/to/folder")          # config.json + safetensors + tokenizer files
+    data = load_text_data(None)                    # the bundled sample sentences
+    small, result = measure_method(hf, HFPruneConfig(sparsity=0.5), data)
+    result["fidelity"], result["speedup"]
+
+The code lives in compression/hf_*.py: loading (hf_loading), the demo model (hf_demo), text data
+(hf_text), layer roles (hf_layers), metrics (hf_metrics), methods (hf_methods, hf_structured), sweeps and the
+int8 trade-off (hf_analysis) and distillation (hf_distill). `transformers` is imported only when a
+function needs it.
+"""
+from compression.analysis.hf import (choose_int8, int8_layer_sweep, int8_tradeoff, latency_fields, measure_method,
+                                     sensitivity_by_group, sensitivity_sweep)
+from compression.models.hf_demo import build_tokenizer, make_demo_folder
+from compression.methods.hf_distill import HFDistillConfig, distill_hf, make_student
+from compression.models.hf_layers import block_roles, blocks, hf_layer_table, linear_names, tied_heads, weight_values
+from compression.models.hf import ARCHS, KINDS, HFModel, load_hf_folder, model_kind
+from compression.methods.hf import (HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, compress_hf,
+                                    hf_config_from_dict, nm_mask)
+from compression.metrics.text import compare, fidelity, make_probe, model_outputs, neighbour_agreement, text_latency
+from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig, head_importance
+from compression.data.text import SAMPLE_PATH, Encoded, TextData, encode, load_text_bytes, load_text_data
+
+METHOD_CONFIGS = {
+    "prune": HFPruneConfig, "nm": NMConfig, "heads": HeadPruneConfig, "ffn": FFNPruneConfig,
+    "quantize": HFQuantConfig, "int8": Int8Config, "lowrank": HFLowRankConfig,
+}
+METHOD_TITLES = {
+    "prune": "unstructured magnitude pruning", "nm": "N:M (2:4) pruning", "heads": "attention-head pruning",
+    "ffn": "FFN neuron pruning", "quantize": "simulated quantization", "int8": "real int8 (dynamic)",
+    "lowrank": "low-rank (SVD)",
+}
+
+__all__ = [
+    "ARCHS", "KINDS", "HFModel", "load_hf_folder", "model_kind", "make_demo_folder", "build_tokenizer",
+    "TextData", "Encoded", "SAMPLE_PATH", "load_text_data", "load_text_bytes", "encode",
+    "blocks", "block_roles", "linear_names", "tied_heads", "hf_layer_table", "weight_values",
+    "fidelity", "make_probe", "model_outputs", "compare", "neighbour_agreement", "text_latency",
+    "HFPruneConfig", "NMConfig", "HeadPruneConfig", "FFNPruneConfig", "HFQuantConfig", "Int8Config",
+    "HFLowRankConfig", "METHOD_CONFIGS", "METHOD_TITLES", "compress_hf", "hf_config_from_dict", "nm_mask",
+    "head_importance",
+    "measure_method", "latency_fields", "sensitivity_sweep", "sensitivity_by_group", "int8_layer_sweep", "int8_tradeoff",
+    "choose_int8", "HFDistillConfig", "distill_hf", "make_student",
+]
