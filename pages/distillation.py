@@ -3,7 +3,8 @@ student trained on the labels alone. Training runs as a background job with live
 import streamlit as st
 
 from compression.models import zoo
-from compression.figures.analysis import curve_figure, distill_work
+from compression.figures.analysis import curve_figure
+from compression.workflows.background import distill_work
 from pages._analysis_ui import finished_result, intro, live_events, metric_delta
 from pages._common import (add_result, current_base, current_data, current_device, job_panel,
                            keep_as_working, own_demo_model, show_error, start_background)

@@ -4,8 +4,9 @@ it hurts least."""
 import pandas as pd
 import streamlit as st
 
-from compression.figures.analysis import (allocation_figure, correlation_figure, proxy_figure,
-                                          sweep_heatmap_figure, sweep_lines_figure, sweep_work)
+from compression.figures.analysis import (allocation_figure, correlation_figure, proxy_figure, sweep_heatmap_figure,
+                                          sweep_lines_figure)
+from compression.workflows.background import sweep_work
 from compression.core.glossary import help_for
 from compression.analysis.layer_notes import why_sensitive
 from compression.analysis.proxies import measured_sensitivity

@@ -17,9 +17,12 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from compression.data.datasets import Dataset
 from compression.core.errors import ConfigError
 from compression.core.modules import get_module
+from compression.data.datasets import Dataset
+from compression.methods.pruning import PruneConfig, prune
+from compression.methods.quantization import QuantConfig, quantize
+from compression.metrics.evaluate import accuracy_and_loss
 
 MAX_UNITS = 200_000   # capacity axis of the knapsack; larger budgets are scaled down (conservatively)
 
@@ -226,8 +229,6 @@ class AllocationResult:
 
 
 def _measure(model: nn.Module, data: Dataset, split: str) -> tuple[float, float]:
-    from compression.metrics.evaluate import accuracy_and_loss
-
     return accuracy_and_loss(model, data.split(split))
 
 
@@ -243,12 +244,8 @@ def achieved_sparsity(model: nn.Module, layers: Iterable[str]) -> float:
 def _apply(model: nn.Module, plan: dict, kind: str, data: Dataset, sweep: pd.DataFrame):
     """Compress a copy of `model` with a per-layer plan through the library's own methods."""
     if kind == "prune":
-        from compression.methods.pruning import PruneConfig, prune
-
         cfg = PruneConfig(method="magnitude", sparsity=0.0, scope="layer", overrides=plan)
         return prune(model, cfg, data)
-    from compression.methods.quantization import QuantConfig, quantize
-
     a = sweep.attrs
     extra = {"percentile": a["percentile"]} if a.get("percentile") is not None else {}
     cfg = QuantConfig(bits=max(plan.values()), granularity=a.get("granularity", "channel"),

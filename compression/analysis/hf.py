@@ -13,15 +13,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from compression.core.registry import MethodConfig
 from compression.core.errors import ConfigError, StoppedError, UnsupportedLayerError
-from compression.models.hf_layers import embedding_names, group_of, linear_names
-from compression.models.hf import HFModel
-from compression.methods.hf import compress_hf, int8_copy
-from compression.metrics.text import Probe, cached_probe, make_probe, text_latency
-from compression.data.text import TextData
 from compression.core.modules import set_module
+from compression.core.quant import compute_qparams, fake_quantize
+from compression.core.registry import MethodConfig
+from compression.data.text import TextData
+from compression.methods.hf import compress_hf, int8_copy
+from compression.methods.pruning import magnitude_mask
 from compression.methods.training import StopFlag, is_stopped
+from compression.metrics.text import Probe, cached_probe, make_probe, text_latency
+from compression.models.hf import HFModel
+from compression.models.hf_layers import embedding_names, group_of, linear_names
 
 SweepCallback = Callable[[int, int, dict], None]   # (done, total, row)
 FIDELITY_KEYS = ("fidelity", "cosine", "neighbour_agreement", "agreement", "kl_divergence", "perplexity", "accuracy")
@@ -71,9 +73,6 @@ def measure_method(hf: HFModel, cfg: MethodConfig, data: TextData, latency: bool
 # ---- per-layer sensitivity ----------------------------------------------------------------------
 
 def _weight_fn(method: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    from compression.methods.pruning import magnitude_mask
-    from compression.core.quant import compute_qparams, fake_quantize
-
     if method == "prune":
         return lambda w, level: w * magnitude_mask(w.abs(), float(level)).to(w.dtype)
     if method == "quantize":

@@ -9,7 +9,15 @@ import argparse
 from pathlib import Path
 
 from compression.cli.common import (add_data_args, add_device_arg, add_model_args, add_record_args, command, data_row,
-                                   eval_row, load_inputs, record)
+                                    eval_row, load_inputs, record)
+from compression.io.export import export_model
+from compression.methods import distillation, lowrank, pruning, quantization
+from compression.methods.quantization import int8_layers
+from compression.methods.training import TrainConfig
+from compression.metrics.evaluate import count_macs
+from compression.models import zoo
+from compression.models.compact import save_compact
+from compression.models.loading import check_model, load_model
 from compression.models.zoo import zoo_summary
 
 
@@ -33,12 +41,8 @@ def _save(model, path: str | None, loaded=None, example=None) -> dict:
         return {}
     own = ORIGINAL_SUFFIXES.get(loaded.kind) if loaded is not None and loaded.arch is None else None
     if own is not None and Path(path).suffix == own:
-        from compression.io.export import export_model
-
         written = export_model(model, loaded.kind, path, example)
         return {"saved": str(path), "saved_bytes": written.size_bytes, "saved_format": loaded.kind}
-    from compression.models.compact import save_compact
-
     written = save_compact(model, Path(path))
     return {"saved": str(path), "saved_bytes": written, "saved_format": "compact"}
 
@@ -75,9 +79,6 @@ def _setup_prune(p: argparse.ArgumentParser) -> None:
 
 @command("prune", "prune a model (unstructured or whole channels)", _setup_prune)
 def cmd_prune(args: argparse.Namespace) -> dict:
-    from compression.methods import pruning
-    from compression.methods.training import TrainConfig
-
     loaded, data = load_inputs(args)
     if args.method == "channel":
         cfg = pruning.ChannelPruneConfig(sparsity=args.sparsity)
@@ -107,9 +108,6 @@ def _setup_quantize(p: argparse.ArgumentParser) -> None:
 def _int8_macs(model, data) -> dict:
     """{int8_macs: MACs per sample run by int8 kernels, int8_macs_share: their share of all MACs,
     int8_macs_by_layer: {module: int8 MACs}}, at batch 1 of the scored split like `evaluate`."""
-    from compression.metrics.evaluate import count_macs
-    from compression.methods.quantization import int8_layers
-
     example = data.scored.X[:1]
     total = count_macs(model, example)[0]
     int8, by_module = count_macs(model, example, kernels="int8")
@@ -119,8 +117,6 @@ def _int8_macs(model, data) -> dict:
 
 @command("quantize", "quantize a model (simulated 2-16 bits, or real int8)", _setup_quantize)
 def cmd_quantize(args: argparse.Namespace) -> dict:
-    from compression.methods import quantization
-
     loaded, data = load_inputs(args)
     if args.int8:
         model, report = quantization.quantize_int8(loaded.model, measure=not args.no_latency,
@@ -148,8 +144,6 @@ def _setup_lowrank(p: argparse.ArgumentParser) -> None:
 
 @command("lowrank", "replace layers by truncated-SVD factors", _setup_lowrank)
 def cmd_lowrank(args: argparse.Namespace) -> dict:
-    from compression.methods import lowrank
-
     loaded, data = load_inputs(args)
     cfg = lowrank.LowRankConfig(rank_ratio=args.rank_ratio, include_conv=args.include_conv)
     model, report = lowrank.lowrank(loaded.model, cfg, data, measure_latency=not args.no_latency)
@@ -175,10 +169,6 @@ def _setup_distill(p: argparse.ArgumentParser) -> None:
 
 @command("distill", "distil a teacher into a student", _setup_distill)
 def cmd_distill(args: argparse.Namespace) -> dict:
-    from compression.methods import distillation
-    from compression.models import zoo
-    from compression.models.loading import check_model, load_model
-
     teacher, data = load_inputs(args, "teacher")
     if args.fresh:
         student = check_model(zoo.build(zoo.parse_demo_name(args.student)), data)

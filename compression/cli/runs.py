@@ -24,9 +24,13 @@ from pathlib import Path
 from typing import Callable
 
 from compression.cli.common import (add_data_args, add_model_args, add_store_arg, command, data_row, load_inputs,
-                                   store_from_args)
+                                    store_from_args)
 from compression.core.errors import ConfigError
+from compression.io.export import export_model
+from compression.io.report import html_report, runs_csv
 from compression.io.store import Store
+from compression.metrics.summary import layer_table
+from compression.workflows.recipes import load_recipe, recipe_run_config, run_recipe
 
 REPORT_MARK = " · Compression Studio</p>"  # in the first lines of every `html_report` page
 CSV_HEADER = "id,created,kind,status,model,"  # how every `runs_csv` table starts
@@ -85,8 +89,6 @@ def _setup_report(p: argparse.ArgumentParser) -> None:
 def _model_summary(args: argparse.Namespace):
     if not args.model:
         return None
-    from compression.metrics.summary import layer_table
-
     loaded, data = load_inputs(args)
     return layer_table(loaded.model, data.val.X[:1])
 
@@ -148,8 +150,6 @@ def _check_outputs(args: argparse.Namespace, store: Store) -> tuple[Path, Path |
 
 @command("report", "write a self-contained HTML report (and CSV) of recorded runs", _setup_report)
 def cmd_report(args: argparse.Namespace) -> dict:
-    from compression.io.report import html_report, runs_csv
-
     store = store_from_args(args, default=True)
     out, table = _check_outputs(args, store)
     ids = _split_ids(args.runs)
@@ -191,9 +191,6 @@ def _recipe_source(text: str) -> Path | str:
 
 @command("run", "apply a recipe (a list of compression steps) to a model", _setup_run)
 def cmd_run(args: argparse.Namespace) -> dict:
-    from compression.io.export import export_model
-    from compression.workflows.recipes import load_recipe, recipe_run_config, run_recipe
-
     recipe = load_recipe(_recipe_source(args.recipe))
     # the recipe's data options, unless the command line gives its own
     args.preprocess = args.preprocess or recipe.data.get("preprocess")

@@ -10,6 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
+from compression.analysis import sensitivity
 from compression.cli.common import add_data_args, add_device_arg, add_model_args, command, load_inputs
 from compression.core.errors import ConfigError
 
@@ -44,8 +45,6 @@ def parse_levels(text: str | None, kind: str) -> list[float] | list[int] | None:
 
 @command("sensitivity", "per-layer sensitivity sweep (prune or quantize one layer at a time)", _setup)
 def cmd_sensitivity(args: argparse.Namespace) -> dict:
-    from compression.analysis import sensitivity
-
     loaded, data = load_inputs(args)
     levels = parse_levels(args.levels, args.kind)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None

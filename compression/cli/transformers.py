@@ -14,6 +14,8 @@ import tempfile
 
 from compression.cli.common import command
 from compression.core.errors import ConfigError
+from compression.io.hf_export import save_hf_folder
+from compression.workflows import transformers as ts
 
 METHODS = ("prune", "nm", "heads", "ffn", "quantize", "int8", "lowrank", "target", "distill")
 # integer flags: (least, most) each may be; a batch too large would exhaust memory
@@ -57,8 +59,6 @@ def check_counts(args: argparse.Namespace) -> None:
 
 def method_config(args: argparse.Namespace):
     """The transformer method config the arguments describe."""
-    from compression.workflows import transformers as ts
-
     if args.method == "nm":
         try:
             n, m = (int(v) for v in args.pattern.split(":"))
@@ -77,8 +77,6 @@ def method_config(args: argparse.Namespace):
 
 def load_folder(spec: str):
     """An HFModel from a folder, or from a fresh demo folder for demo:KIND."""
-    from compression.workflows import transformers as ts
-
     if not spec.startswith("demo:"):
         return ts.load_hf_folder(spec)
     kind = spec.split(":", 1)[1]
@@ -89,8 +87,6 @@ def load_folder(spec: str):
 
 
 def _run(args: argparse.Namespace, hf, data) -> dict:
-    from compression.workflows import transformers as ts
-
     if args.method == "target":
         frame = ts.int8_tradeoff(hf, data, max_texts=args.max_texts, batch_size=args.batch_size, seq_len=args.seq_len)
         choice = ts.choose_int8(frame, args.target)
@@ -104,16 +100,12 @@ def _run(args: argparse.Namespace, hf, data) -> dict:
                                       batch_size=args.batch_size, seq_len=args.seq_len,
                                       probe=ts.make_probe(hf, data, max_texts=args.max_texts))
     if args.save:
-        from compression.io.hf_export import save_hf_folder
-
         result["saved"] = str(save_hf_folder(small, args.save, check=data))
     return result
 
 
 @command("hf", "compress a transformer from a local folder and measure fidelity, params, latency", _setup)
 def cmd_hf(args: argparse.Namespace) -> dict:
-    from compression.workflows import transformers as ts
-
     check_counts(args)  # validate before loading anything
     if args.method in METHODS[:7]:
         method_config(args)

@@ -11,8 +11,9 @@ import zipfile
 from pathlib import Path
 
 from compression.core.errors import UnsupportedLayerError
-from compression.models.hf import HFModel, load_hf_folder
 from compression.data.text import TextData
+from compression.metrics.text import make_probe
+from compression.models.hf import HFModel, load_hf_folder
 
 ROUND_TRIP_COSINE = 0.9999  # the reloaded model's outputs against the model's, on the texts
 
@@ -24,8 +25,6 @@ def save_hf_folder(hf: HFModel, folder: str | Path, check: TextData | None = Non
     Raises:
         UnsupportedLayerError: the model cannot be saved, or does not load back the same.
     """
-    from compression.metrics.text import make_probe
-
     folder = Path(folder)
     try:
         hf.model.save_pretrained(folder, safe_serialization=True, state_dict=_hf_layout(hf.model))

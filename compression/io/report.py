@@ -10,6 +10,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from compression.figures.analysis import store_frame, tradeoff_figure
 from compression.io.store import Run, runs_frame
 
 METRIC_COLUMNS = ("accuracy", "loss", "agreement", "kl_divergence", "params", "nonzero_params",
@@ -78,8 +79,6 @@ def runs_csv(runs: Iterable[Run | dict]) -> str:
 def tradeoff_figures(runs: Iterable[Run | dict]) -> list[go.Figure]:
     """Accuracy against size (whenever there are runs) and against latency (when any run has
     one), each with its Pareto front: `figures_analysis.tradeoff_figure`."""
-    from compression.figures.analysis import store_frame, tradeoff_figure
-
     runs = _runs(runs)
     frame = runs_frame(runs)
     if frame.empty:

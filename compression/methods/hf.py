@@ -22,13 +22,16 @@ import torch
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from compression.core.registry import MethodConfig, Report, check_range
 from compression.core.errors import ConfigError, UnsupportedLayerError
+from compression.core.modules import check_layer_names, fold_masks_, set_module
+from compression.core.quant import sqnr_db
+from compression.core.registry import MethodConfig, Report, check_range
+from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
+from compression.methods.pruning import PruneConfig, prune
+from compression.methods.quantization import QuantConfig, REAL_INT8, int8_layers, quantize
 from compression.metrics.evaluate import count_params
-from compression.core.modules import fold_masks_
-from compression.models.hf_layers import embedding_names, linear_names, tied_heads
 from compression.models.hf import HFModel
-from compression.core.modules import set_module
+from compression.models.hf_layers import embedding_names, linear_names, tied_heads
 
 HF_CONFIGS: dict[str, type[MethodConfig]] = {}
 HF_HANDLERS: dict[type, Callable[[HFModel, MethodConfig], tuple[HFModel, Report]]] = {}
@@ -99,8 +102,6 @@ class HFPruneConfig(MethodConfig):
 
 @hf_method(HFPruneConfig)
 def prune_hf(hf: HFModel, cfg: HFPruneConfig) -> tuple[HFModel, Report]:
-    from compression.methods.pruning import PruneConfig, prune
-
     model = hf.model
     if cfg.embeddings:
         inner = PruneConfig(sparsity=cfg.sparsity, overrides={n: cfg.sparsity for n in embedding_names(model)})
@@ -168,15 +169,11 @@ class HFQuantConfig(MethodConfig):
     embeddings: bool = True
 
     def __post_init__(self):
-        from compression.methods.quantization import QuantConfig
-
         QuantConfig(bits=self.bits, granularity=self.granularity)  # validates bits and granularity
 
 
 @hf_method(HFQuantConfig)
 def quantize_hf(hf: HFModel, cfg: HFQuantConfig) -> tuple[HFModel, Report]:
-    from compression.methods.quantization import QuantConfig, quantize
-
     skip = () if cfg.embeddings else tuple(embedding_names(hf.model) + tied_heads(hf.model))
     model, report = quantize(hf.model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, skip=skip))
     report.method, report.config = cfg.kind, cfg.to_dict()
@@ -207,10 +204,6 @@ def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
 
 @hf_method(Int8Config)
 def int8_hf(hf: HFModel, cfg: Int8Config) -> tuple[HFModel, Report]:
-    from compression.core.modules import check_layer_names
-    from compression.methods.quantization import REAL_INT8, int8_layers
-    from compression.core.quant import sqnr_db
-
     check_layer_names(hf.model, cfg.keep)
     names = [n for n in linear_names(hf.model, tied=True) if n not in cfg.keep]
     if not names:
@@ -246,8 +239,6 @@ class HFLowRankConfig(MethodConfig):
 
 @hf_method(HFLowRankConfig)
 def lowrank_hf(hf: HFModel, cfg: HFLowRankConfig) -> tuple[HFModel, Report]:
-    from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
-
     model, inner = copy.deepcopy(hf.model), LowRankConfig(rank_ratio=cfg.rank_ratio)
     rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(model)]
     for name in linear_names(model):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from compression.core.errors import ModelLoadError
+from compression.core.modules import set_module
 from compression.metrics.evaluate import count_params
 
 KINDS = ("encoder", "classifier", "decoder")
@@ -423,8 +424,6 @@ def check_vocab(model: nn.Module, tokenizer) -> None:
 def linearize_(model: nn.Module) -> list[str]:
     """Replace HF `Conv1D` layers (y = x @ W + b, W of shape (in, out)) with `nn.Linear`
     holding W transposed, in place. Returns the names replaced."""
-    from compression.core.modules import set_module
-
     names = [n for n, m in model.named_modules() if type(m).__name__ == "Conv1D" and hasattr(m, "nf")]
     for name in names:
         conv = model.get_submodule(name)
