@@ -17,12 +17,15 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from compression.models import compact
 from compression.core.errors import CompressionError, ModelLoadError
-from compression.metrics.evaluate import compact_size, safetensors_size
 from compression.core.modules import effective_weights
+from compression.core.quant import QuantInfo, attach_act_quant
 from compression.methods.lowrank import LowRankConfig, lowrank
-from compression.core.quant import QuantInfo
+from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
+from compression.methods.quantization import QuantConfig, quantize
+from compression.metrics.evaluate import compact_size, safetensors_size
+from compression.models import compact, tensor_codec
+from compression.models.loading import load_model
 
 
 def _round_trip(model: nn.Module) -> nn.Module:
@@ -117,8 +120,6 @@ def test_weights_moved_off_their_grid_are_stored_as_floats(pretrained, digits):
 
 
 def test_activation_quantization_survives(pretrained, digits):
-    from compression.core.quant import attach_act_quant
-
     model = pretrained("mlp")
     attach_act_quant(model.fc2, 6, True, torch.tensor(0.05), torch.tensor(0.0))
     back = _round_trip(model)
@@ -159,9 +160,6 @@ def test_structural_changes_round_trip(pretrained, digits):
 
 def test_library_methods_round_trip(pretrained, digits):
     """The pruning and quantization modules' own outputs, through the format."""
-    from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
-    from compression.methods.quantization import QuantConfig, quantize
-
     models = [prune(pretrained("teacher"), PruneConfig(sparsity=0.9))[0],
               quantize(pretrained("teacher"), QuantConfig(bits=4))[0],
               quantize(pretrained("mlp"), QuantConfig(bits=6, activations=True), digits)[0],
@@ -195,8 +193,6 @@ def test_recognised_by_content_only(tmp_path, pretrained):
 
 
 def test_loader_opens_compact_files(tmp_path, pretrained, digits):
-    from compression.models.loading import load_model
-
     model = _hand_prune(pretrained("lenet5"), 0.5)
     path = tmp_path / "weights.bin"
     compact.save_compact(model, path)
@@ -301,9 +297,9 @@ def test_random_damage_inside_the_payload_never_escapes_as_another_error(pretrai
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8, 11, 16])
 def test_code_packing_round_trips(bits):
     codes = np.random.default_rng(bits).integers(0, 2 ** bits, size=1001)
-    packed = compact._pack_codes(codes, bits)
+    packed = tensor_codec._pack_codes(codes, bits)
     assert len(packed) == -(-1001 * bits // 8)
-    assert np.array_equal(compact._unpack_codes(packed, bits, 1001), codes)
+    assert np.array_equal(tensor_codec._unpack_codes(packed, bits, 1001), codes)
     if bits == 8:
         assert packed == codes.astype(np.uint8).tobytes()
     if bits == 4:  # two codes a byte, the first in the low nibble
@@ -315,10 +311,10 @@ def test_positions_take_the_smaller_form():
     rng = np.random.default_rng(0)
     for density, expected in ((0.01, "gaps"), (0.5, "bitmask")):
         nonzero = rng.random(20_000) < density
-        where, buf = compact._encode_positions(nonzero)
+        where, buf = tensor_codec._encode_positions(nonzero)
         assert where["positions"] == expected
         entry = {"name": "t", **where}
-        assert np.array_equal(compact._decode_positions(entry, buf, nonzero.size, int(nonzero.sum())), nonzero)
+        assert np.array_equal(tensor_codec._decode_positions(entry, buf, nonzero.size, int(nonzero.sum())), nonzero)
 
 
 def test_models_the_format_cannot_store(pretrained):

@@ -227,7 +227,8 @@ def test_a_compressed_user_model_saves_compact_with_its_architecture(user, capsy
 
 
 def test_a_damaged_user_compact_file_is_refused(user, tmp_path):
-    from compression.models.compact import _PROGRAMS, load_compact, to_bytes
+    from compression.models.compact import load_compact, to_bytes
+    from compression.models.programs import _PROGRAMS
     from compression.core.errors import ModelLoadError
     from compression.methods.pruning import PruneConfig, prune
 
