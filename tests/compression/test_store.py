@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from compression.io import store as store_mod
-from compression.io.store import Run, Store, StoreError, default_store_path, identity
+from compression.io.store import Run, Store, default_store_path, identity
+from compression.io.store_schema import StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
 
