@@ -27,30 +27,20 @@ import csv
 import io
 import math
 import re
-import warnings
 import zipfile
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from compression.core.errors import DataError
 from compression.data.datasets import Dataset, Preprocess, check_split, load_digits, make_dataset, parse_preprocess
-from compression.core.errors import ConfigError, DataError
+from compression.data.images import load_image_zip
+from compression.data.safe_zip import (EntryReader, FORMATS_HELP, Limits, MAX_BYTES, MAX_ENTRIES, MAX_RATIO,
+                                       MAX_UNCOMPRESSED, Parsed, check_archive, human_bytes)
 
-MAX_BYTES = 200 * 2**20          # size of the file itself
-MAX_ENTRIES = 100_000            # entries in an archive
-MAX_UNCOMPRESSED = 2**30         # total unpacked bytes, and decoded image bytes
-MAX_RATIO = 200.0                # unpacked / packed size of any one archive entry
 MAX_CLASSES = 1000               # labels must be below this unless class_names are given
 MIN_SAMPLES = 10
 MIN_PER_CLASS = 5
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
-FORMATS_HELP = ("use an .npz made with numpy.savez(path, X=features, y=labels), a .zip with one "
-                "folder of PNG/JPEG images per class, or a UTF-8 .csv whose last column is the label.")
-_CHUNK = 1 << 20
 _OTHER_FORMATS = (  # (magic prefixes, what the file is, how to fix it)
     ((b"\x93NUMPY",), "a single .npy array, which holds no labels",
      "save X and y together with numpy.savez(path, X=X, y=y)"),
@@ -63,38 +53,6 @@ _OTHER_FORMATS = (  # (magic prefixes, what the file is, how to fix it)
      "pack the data as a .zip archive instead"),
     ((b"\xff\xfe", b"\xfe\xff"), "UTF-16 text", "re-save the CSV with UTF-8 encoding"),
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Size limits for one data file; archives are checked before and while reading."""
-
-    max_bytes: int = MAX_BYTES
-    max_entries: int = MAX_ENTRIES
-    max_uncompressed: int = MAX_UNCOMPRESSED
-    max_ratio: float = MAX_RATIO
-
-    def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_entries", "max_uncompressed", "max_ratio"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"Limits.{name} must be positive, got {getattr(self, name)!r}.")
-
-
-@dataclass(frozen=True, eq=False)
-class _Parsed:
-    """Arrays read from a file, before validation."""
-
-    X: np.ndarray
-    y: np.ndarray
-    class_names: tuple[str, ...] | None
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _ImageEntry:
-    path: str
-    info: zipfile.ZipInfo
-    label: int
 
 
 # ----------------------------------------------------------------------------- public API
@@ -157,19 +115,11 @@ def _load_payload(name: str, payload: bytes, limits: Limits, preprocess: str | P
     return _build(name, parsed, preprocess, split)
 
 
-def _human(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def _check_size(size: int, limits: Limits) -> None:
     if size == 0:
         raise DataError(f"The file is empty (0 bytes): {FORMATS_HELP}")
     if size > limits.max_bytes:
-        raise DataError(f"The file is {_human(size)}, over the limit of {_human(limits.max_bytes)}: "
+        raise DataError(f"The file is {human_bytes(size)}, over the limit of {human_bytes(limits.max_bytes)}: "
                         "use a smaller data set (fewer or smaller samples).")
 
 
@@ -190,7 +140,7 @@ def _detect_format(payload: bytes) -> str:
     return "csv"
 
 
-def _build(name: str, parsed: _Parsed, preprocess: Preprocess, split: str) -> Dataset:
+def _build(name: str, parsed: Parsed, preprocess: Preprocess, split: str) -> Dataset:
     """Validate parsed arrays and split and preprocess them into a Dataset."""
     X, y, num_classes = _validate(parsed)
     names = parsed.class_names or tuple(str(i) for i in range(num_classes))
@@ -210,7 +160,7 @@ def _build(name: str, parsed: _Parsed, preprocess: Preprocess, split: str) -> Da
 
 # ----------------------------------------------------------------------------- validation
 
-def _validate(parsed: _Parsed) -> tuple[np.ndarray, np.ndarray, int]:
+def _validate(parsed: Parsed) -> tuple[np.ndarray, np.ndarray, int]:
     """Checked float32 X, int64 y and the number of classes."""
     X, y = np.asarray(parsed.X), np.asarray(parsed.y)
     if X.ndim == 0 or y.ndim == 0:
@@ -297,65 +247,8 @@ def _check_classes(y: np.ndarray, class_names: tuple[str, ...] | None) -> tuple[
 
 # ----------------------------------------------------------------------------- zip archives
 
-def _unsafe_name(name: str) -> bool:
-    """Absolute paths, drive letters, '..' components or NUL bytes: refused outright."""
-    norm = name.replace("\\", "/")
-    return (norm.startswith("/") or bool(re.match(r"^[A-Za-z]:", norm))
-            or ".." in norm.split("/") or "\x00" in name)
 
-
-def _check_archive(infos: list[zipfile.ZipInfo], limits: Limits) -> None:
-    """Refuse an archive from its headers alone, before any entry is read."""
-    if len(infos) > limits.max_entries:
-        raise DataError(f"The archive holds {len(infos):,} entries, over the limit of {limits.max_entries:,}: "
-                        "split the data set or pack it as an .npz.")
-    for info in infos:
-        if _unsafe_name(info.filename):
-            raise DataError(f"The archive contains an unsafe path {info.filename!r} (absolute, or leading "
-                            "outside with '..'), so it is refused: zip the data folder with relative paths only.")
-        if info.flag_bits & 0x1:
-            raise DataError(f"Entry {info.filename!r} is password-protected: "
-                            "re-create the archive without encryption.")
-        if info.file_size > limits.max_ratio * info.compress_size:
-            ratio = info.file_size / max(info.compress_size, 1)
-            raise DataError(f"Entry {info.filename!r} expands {ratio:,.0f}x (limit {limits.max_ratio:g}x), like a "
-                            "zip bomb, so the archive is refused: store it with less compression "
-                            "(e.g. numpy.savez rather than savez_compressed).")
-    total = sum(info.file_size for info in infos)
-    if total > limits.max_uncompressed:
-        raise DataError(f"The archive would unpack to {_human(total)}, over the limit of "
-                        f"{_human(limits.max_uncompressed)}: use a smaller data set.")
-
-
-class _EntryReader:
-    """Reads entries of a checked archive into memory, never past their declared sizes or the total limit."""
-
-    def __init__(self, zf: zipfile.ZipFile, limits: Limits) -> None:
-        self.zf, self.limits, self.total = zf, limits, 0
-
-    def read(self, info: zipfile.ZipInfo) -> bytes:
-        chunks, got = [], 0
-        try:
-            with self.zf.open(info) as fh:
-                while chunk := fh.read(_CHUNK):
-                    got += len(chunk)
-                    self.total += len(chunk)
-                    if got > info.file_size:
-                        raise DataError(f"Entry {info.filename!r} holds more data than its header declares, "
-                                        "so the archive is refused: re-create it with a standard zip tool.")
-                    if self.total > self.limits.max_uncompressed:
-                        raise DataError(f"The archive unpacks to more than {_human(self.limits.max_uncompressed)}: "
-                                        "use a smaller data set.")
-                    chunks.append(chunk)
-            if got != info.file_size:
-                raise zipfile.BadZipFile(f"{got:,} bytes where the header declares {info.file_size:,}")
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
-            raise DataError(f"Entry {info.filename!r} of the zip archive is damaged ({exc}): "
-                            "re-create the archive and try again.") from exc
-        return b"".join(chunks)
-
-
-def _load_zip(payload: bytes, limits: Limits) -> _Parsed:
+def _load_zip(payload: bytes, limits: Limits) -> Parsed:
     """An .npz (every file entry is .npy) or a zip of class folders of images."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(payload))
@@ -363,17 +256,17 @@ def _load_zip(payload: bytes, limits: Limits) -> _Parsed:
         raise DataError(f"The zip archive is damaged ({exc}): re-create it and try again.") from exc
     with zf:
         infos = zf.infolist()
-        _check_archive(infos, limits)
-        reader = _EntryReader(zf, limits)
+        check_archive(infos, limits)
+        reader = EntryReader(zf, limits)
         files = [info for info in infos if not info.is_dir()]
         if files and all(info.filename.endswith(".npy") for info in files):
             return _load_npz(reader, files)
-        return _load_image_zip(reader, infos)
+        return load_image_zip(reader, infos)
 
 
 # ----------------------------------------------------------------------------- .npz
 
-def _read_npy(reader: _EntryReader, info: zipfile.ZipInfo, key: str) -> np.ndarray:
+def _read_npy(reader: EntryReader, info: zipfile.ZipInfo, key: str) -> np.ndarray:
     data = reader.read(info)
     if not data.startswith(b"\x93NUMPY"):
         raise DataError(f"Array {key!r} is not a .npy array: save the file again with numpy.savez.")
@@ -398,7 +291,7 @@ def _names_from_array(names: np.ndarray | None) -> tuple[str, ...] | None:
     return tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names.tolist())
 
 
-def _load_npz(reader: _EntryReader, files: list[zipfile.ZipInfo]) -> _Parsed:
+def _load_npz(reader: EntryReader, files: list[zipfile.ZipInfo]) -> Parsed:
     members = {info.filename[:-len(".npy")]: info for info in files}
     missing = [key for key in ("X", "y") if key not in members]
     if missing:
@@ -408,125 +301,10 @@ def _load_npz(reader: _EntryReader, files: list[zipfile.ZipInfo]) -> _Parsed:
     arrays = {key: _read_npy(reader, members[key], key)
               for key in ("X", "y", "class_names") if key in members}
     names = _names_from_array(arrays.get("class_names"))
-    return _Parsed(arrays["X"], arrays["y"], names, {"format": "npz", "arrays": sorted(members)})
+    return Parsed(arrays["X"], arrays["y"], names, {"format": "npz", "arrays": sorted(members)})
 
 
 # ----------------------------------------------------------------------------- zip of images
-
-def _entry_parts(name: str) -> list[str]:
-    return [part for part in name.replace("\\", "/").split("/") if part]
-
-
-def _scan_entries(infos: list[zipfile.ZipInfo]) -> tuple[list[tuple[list[str], zipfile.ZipInfo]],
-                                                         list[list[str]], list[list[str]]]:
-    """Split entries into images, folders (dirs and parents of other files) and ignored files."""
-    images, folders, ignored = [], [], []
-    for info in infos:
-        parts = _entry_parts(info.filename)
-        if not parts or parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
-            continue  # macOS metadata, .DS_Store and other hidden files
-        if info.is_dir():
-            folders.append(parts)
-        elif parts[-1].lower().endswith(IMAGE_SUFFIXES):
-            images.append((parts, info))
-        else:
-            ignored.append(parts)
-            folders.append(parts[:-1])
-    if not images:
-        seen = f" (other files found, e.g. {'/'.join(ignored[0])!r})" if ignored else ""
-        raise DataError(f"The zip archive holds no PNG/JPEG images{seen}: {FORMATS_HELP}")
-    return images, folders, ignored
-
-
-def _plan_images(infos: list[zipfile.ZipInfo]) -> tuple[tuple[str, ...], list[_ImageEntry], int]:
-    """Class names (sorted folder names), labelled image entries, and the count of ignored files."""
-    images, folders, ignored = _scan_entries(infos)
-    tops = {parts[0] for parts, _ in images}
-    root = tops.pop() if len(tops) == 1 and all(len(parts) >= 3 for parts, _ in images) else None
-
-    def strip(parts: list[str]) -> list[str]:  # drop one enclosing folder: data/cat/1.png -> cat/1.png
-        return parts[1:] if root is not None and parts and parts[0] == root else parts
-
-    for parts, info in images:
-        depth = len(strip(parts))
-        if depth == 1:
-            raise DataError(f"Image {info.filename!r} is not inside a class folder: put every image in a "
-                            "folder named after its class (class/image.png).")
-        if depth > 2:
-            raise DataError(f"Image {info.filename!r} is in a nested folder: keep images directly inside "
-                            "one folder per class (class/image.png), with no sub-folders.")
-    classes = sorted({strip(parts)[0] for parts, _ in images})
-    empty = sorted({strip(p)[0] for p in folders if strip(p)} - set(classes))
-    if empty:
-        raise DataError(f"Folder {empty[0]!r} has no PNG/JPEG images, but every top-level folder is a "
-                        "class: add images to it or remove it from the archive.")
-    if len(classes) < 2:
-        raise DataError(f"Found only one class folder ({classes[0]!r}): a classifier needs at least 2; "
-                        "add a folder of images for another class.")
-    index = {name: i for i, name in enumerate(classes)}
-    entries = sorted((_ImageEntry(info.filename, info, index[strip(parts)[0]]) for parts, info in images),
-                     key=lambda e: (e.label, e.path))
-    return tuple(classes), entries, len(ignored)
-
-
-def _open_image(blob: bytes, path: str) -> Image.Image:
-    """Open (lazily) a PNG or JPEG; oversized images count as unreadable."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(blob), formats=("PNG", "JPEG"))
-    except Image.UnidentifiedImageError as exc:  # its message holds an object address: say it plainly
-        raise DataError(f"Cannot read image {path!r} (not a PNG or JPEG image): re-save it as PNG or JPEG, "
-                        "or remove it.") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:
-        raise DataError(f"Cannot read image {path!r} ({exc}): re-save it as PNG or JPEG, or remove it.") from exc
-
-
-def _image_pixels(blob: bytes, path: str, gray: bool) -> np.ndarray:
-    """Decoded pixels (C, H, W) float32 in 0..255, C = 1 if `gray` else 3."""
-    im = _open_image(blob, path)
-    try:
-        im.load()
-        if im.mode.startswith("I"):  # 16-bit grayscale PNG: scale to 0..255
-            plane = np.asarray(im, dtype=np.float32)[None] / 257.0  # (1, H, W)
-            return plane if gray else np.repeat(plane, 3, axis=0)
-        if im.mode in ("P", "PA"):  # palette: expand via RGBA so transparency is handled
-            im = im.convert("RGBA")
-        arr = np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32)  # (H, W) or (H, W, 3)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise DataError(f"Cannot read image {path!r} ({exc}): re-save it as PNG or JPEG, or remove it.") from exc
-    return arr[None] if gray else arr.transpose(2, 0, 1)
-
-
-def _decode_images(reader: _EntryReader, entries: list[_ImageEntry]) -> np.ndarray:
-    """All images as one (N, C, H, W) float32 array; they must share one size."""
-    blobs = [reader.read(entry.info) for entry in entries]
-    heads = [_open_image(blob, entry.path) for blob, entry in zip(blobs, entries)]
-    first = heads[0].size
-    for entry, im in zip(entries, heads):
-        if im.size != first:
-            raise DataError(f"Images differ in size: {entries[0].path!r} is {first[0]}x{first[1]} but "
-                            f"{entry.path!r} is {im.size[0]}x{im.size[1]} (width x height): "
-                            "resize all images to one size.")
-    gray = all(im.mode in GRAY_MODES for im in heads)
-    shape = (len(entries), 1 if gray else 3, first[1], first[0])  # (N, C, H, W)
-    need = 4 * math.prod(shape)
-    if need > reader.limits.max_uncompressed:
-        raise DataError(f"The decoded images would take {_human(need)}, over the limit of "
-                        f"{_human(reader.limits.max_uncompressed)}: use fewer or smaller images.")
-    X = np.empty(shape, dtype=np.float32)
-    for i, (blob, entry) in enumerate(zip(blobs, entries)):
-        X[i] = _image_pixels(blob, entry.path, gray)
-    return X
-
-
-def _load_image_zip(reader: _EntryReader, infos: list[zipfile.ZipInfo]) -> _Parsed:
-    classes, entries, n_ignored = _plan_images(infos)
-    X = _decode_images(reader, entries)  # (N, C, H, W)
-    y = np.array([entry.label for entry in entries], dtype=np.int64)
-    meta = {"format": "image-zip", "image_mode": "L" if X.shape[1] == 1 else "RGB", "ignored_files": n_ignored}
-    return _Parsed(X, y, classes, meta)
 
 
 # ----------------------------------------------------------------------------- .csv
@@ -598,10 +376,10 @@ def _csv_numbers(header: list[str] | None, rows: list[tuple[int, list[str]]]) ->
     return np.array([[float(cell) for cell in row] for _, row in rows], dtype=np.float64)
 
 
-def _load_csv(payload: bytes) -> _Parsed:
+def _load_csv(payload: bytes) -> Parsed:
     header, rows = _csv_rows(_decode_text(payload))
     values = _csv_numbers(header, rows)  # (N, D + 1)
-    return _Parsed(values[:, :-1], values[:, -1], None, {"format": "csv", "columns": header})
+    return Parsed(values[:, :-1], values[:, -1], None, {"format": "csv", "columns": header})
 
 
 def load_data(spec: str | Path | None = None, preprocess: str | Preprocess | None = None,

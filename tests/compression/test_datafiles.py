@@ -14,8 +14,8 @@ from PIL import Image
 
 from compression.data.datasets import load_digits
 from compression.data.files import load_data
-from compression.data.files import (MIN_SAMPLES, Limits, display_name, load_data_bytes,
-                                   load_data_file)
+from compression.data.files import MIN_SAMPLES, display_name, load_data_bytes, load_data_file
+from compression.data.safe_zip import Limits
 from compression.core.errors import ConfigError, DataError
 
 # ----------------------------------------------------------------------------- helpers
