@@ -23,7 +23,7 @@ from compression.core.errors import ModelDataMismatch, ModelLoadError
 from compression.models.loading import load_model
 from compression.models import zoo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # runs the CLI in a child and prints its peak resident memory (VmHWM, KiB) on stdout
 CHILD = ("import os, sys\nfrom compression.cli import main\nrc = main(sys.argv[1:])\nsys.stderr.flush()\n"
          "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from compression.models import zoo
-from tests.compression.clitools import run_cli
+from tests.compression.cli.clitools import run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EVAL_KEYS = {"accuracy", "loss", "params", "nonzero_params", "fp32_bytes", "size_bytes", "macs",
              "latency_ms", "batch_size"}
 

@@ -15,7 +15,7 @@ from compression.core.errors import ConfigError
 from compression.core.glossary import GLOSSARY, define, help_for, search
 from compression.analysis.layer_notes import bypassed, forward_order, layer_facts, why_sensitive
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
 ASKED_FOR = ["SQNR", "KL divergence", "top-1 agreement", "MACs", "IQR", "kurtosis", "conductance", "OBD saliency",
              "Spearman rho", "sparsity", "2:4 sparsity", "per-channel quantization", "calibration",

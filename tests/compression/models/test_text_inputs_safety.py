@@ -23,7 +23,7 @@ from compression.workflows import transformers as ts
 from compression.cli.transformers import check_counts
 from compression.core.errors import ConfigError, ModelLoadError
 from compression.workflows.recipes import RECIPE_MAX_BYTES, load_recipe
-from tests.compression.clitools import assert_one_line_error, run_cli
+from tests.compression.cli.clitools import assert_one_line_error, run_cli
 
 EVIL = """from pathlib import Path
 Path({marker!r}).write_text("the folder's own code ran")

@@ -133,7 +133,7 @@ def test_missing_tokenizer_and_missing_folder(folders, tmp_path):
 
 def test_importing_the_api_does_not_import_transformers():
     code = "import sys, compression.workflows.transformers; assert 'transformers' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
 
 
 # ---- text data --------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def test_state_dict_with_input_quantizers_but_no_record_is_refused(quantized, tm
 def test_the_readme_snippet_restores_the_quantized_inputs(quantized, tmp_path, monkeypatch):
     model, data = quantized
     export_model(model, "safetensors", tmp_path / "model.safetensors", data.val.X[:1])
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     block = readme.split("rather than silently dropped. Outside this project:\n\n", 1)[1].split("\n\n", 1)[0]
     snippet = "\n".join(line[4:] for line in block.splitlines())        # the indented code block, as written
     monkeypatch.chdir(tmp_path)

@@ -21,7 +21,7 @@ from compression.io import store as store_mod
 from compression.io.store import Run, Store, default_store_path, identity
 from compression.io.store_schema import StoreError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 WRITER = """
 import sys, time

@@ -13,7 +13,7 @@ from compression.models import zoo
 from compression.core.errors import ConfigError
 from compression.metrics.evaluate import count_macs, count_params
 from compression.methods.quantization import int8_layers, quantize_int8
-from tests.compression.clitools import run_cli
+from tests.compression.cli.clitools import run_cli
 
 DIGIT = (1, 1, 8, 8)  # batch 1 of the digits input
 # by hand from the layer shapes at 8x8 (3x3 convs, padding 1; LeNet-5 pools after conv2)

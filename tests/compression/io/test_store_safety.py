@@ -16,7 +16,7 @@ import pytest
 import compression.cli.runs  # noqa: F401  (registers runs, report, run)
 from compression.io.store import Store
 from compression.io.store_schema import DamagedRunError, StoreError
-from tests.compression.clitools import assert_one_line_error, run_cli
+from tests.compression.cli.clitools import assert_one_line_error, run_cli
 
 
 @pytest.fixture(autouse=True)
