@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from compression.figures.analysis import TRADEOFF_COLUMNS, pareto_front, results_frame, store_frame, tradeoff_figure
+from compression.io.store import Store, default_store_path
 from pages._analysis_ui import baseline_or_none, intro, metric_delta
 from pages._common import current_base, show_error
 
@@ -15,10 +16,6 @@ intro("Every compressed model you evaluated is one point: accuracy (up is better
 
 def store_rows() -> pd.DataFrame:
     """The experiment store's runs, if the store exists and can be read; an empty frame otherwise."""
-    try:
-        from compression.io.store import Store, default_store_path
-    except ImportError:
-        return pd.DataFrame(columns=TRADEOFF_COLUMNS)
     try:
         return store_frame(Store(default_store_path()).dataframe())
     except Exception as exc:

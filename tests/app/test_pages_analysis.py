@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from compression.io import store as store_mod
+from compression.models import zoo
+from compression.models.loading import LoadedModel
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -61,7 +64,6 @@ def test_tradeoffs_empty_then_one_result():
 
 
 def test_distillation_trains_in_the_background_and_keeps_the_student():
-    pytest.importorskip("compression.methods.distillation")
     at = open_page("pages/distillation.py")
     assert not at.error
     at.number_input(key="kd_epochs").set_value(1).run()
@@ -83,7 +85,6 @@ def test_distillation_trains_in_the_background_and_keeps_the_student():
 
 
 def test_distillation_stop_button_ends_the_job_early():
-    pytest.importorskip("compression.methods.distillation")
     at = open_page("pages/distillation.py")
     at.number_input(key="kd_epochs").set_value(100).run()              # far more than the test waits for
     at.button(key="kd_train").click().run()
@@ -99,7 +100,6 @@ def test_distillation_stop_button_ends_the_job_early():
 
 
 def test_sensitivity_sweep_proxies_and_allocator():
-    pytest.importorskip("compression.methods.pruning")
     at = open_page("pages/sensitivity.py")
     at.multiselect(key="sens_levels_prune").set_value([0.5, 0.9]).run()
     at.button(key="sens_run").click().run()
@@ -120,7 +120,6 @@ def test_sensitivity_sweep_proxies_and_allocator():
 
 
 def test_sensitivity_quantize_sweep_and_bit_allocation():
-    pytest.importorskip("compression.methods.quantization")
     at = open_page("pages/sensitivity.py")
     at.radio(key="sens_kind").set_value("quantize").run()
     at.multiselect(key="sens_levels_quantize").set_value([2, 8]).run()
@@ -139,9 +138,6 @@ def test_sensitivity_quantize_sweep_and_bit_allocation():
 
 
 def test_explain_compares_working_model_with_original():
-    from compression.models import zoo
-    from compression.models.loading import LoadedModel
-
     original = LoadedModel(zoo.load_pretrained("mlp"), "demo", "demo:mlp", "demo:mlp", "mlp")
     model = zoo.load_pretrained("mlp")
     model.fc1.weight.data *= model.fc1.weight.data.abs() > 0.05      # a crude prune of the first layer
@@ -180,7 +176,6 @@ def test_explain_uses_a_model_kept_after_a_visit():
 
 
 def test_explain_quick_prune():
-    pytest.importorskip("compression.methods.pruning")
     at = open_page("pages/explain.py")
     assert len(at.radio) == 0                              # no kept model yet: no choice, the quick prune
     assert any(m.value.startswith("**Compared:** a quick magnitude prune") for m in at.markdown)
@@ -193,7 +188,6 @@ def test_explain_quick_prune():
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    store_mod = pytest.importorskip("compression.io.store")
     path = tmp_path / "runs.sqlite"
     monkeypatch.setenv("COMPRESSION_STORE", str(path))
     s = store_mod.Store(path)

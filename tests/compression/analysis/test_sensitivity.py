@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-import compression.cli.sensitivity  # noqa: F401  (registers the command)
 from compression.methods import pruning
 from compression.methods import quantization
 from compression.analysis import sensitivity as S

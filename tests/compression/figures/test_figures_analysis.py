@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from compression.figures import analysis as fa
+from compression.io import store as store_mod
 
 
 @pytest.fixture
@@ -85,7 +86,6 @@ def test_results_frame_and_store_frame():
 
 
 def test_store_frame_from_a_real_store(tmp_path):
-    store_mod = pytest.importorskip("compression.io.store")
     store = store_mod.Store(tmp_path / "runs.sqlite")
     first = store.record("prune", "demo:mlp:demo:mlp", ("digits", "abc"), {"kind": "prune", "sparsity": 0.5},
                          {"accuracy": 0.95, "size_bytes": 2048, "latency_ms": 0.1, "baseline": {"accuracy": 0.97}})

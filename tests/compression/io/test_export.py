@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from compression.models import zoo
 from compression.core.errors import ConfigError
-from compression.core.modules import effective_weights
+from compression.core.modules import effective_weights, folded_copy
+from compression.data.datasets import load_digits
 from compression.io.export import ExportError, available_formats, export_model
-from compression.core.modules import folded_copy
+from compression.methods import quantization
+from compression.models import compact, zoo
 from compression.models.loading import load_model
 
 PLAIN_LOADER = """
@@ -44,9 +45,6 @@ def pruned_mlp() -> torch.nn.Module:
 
 def quantized_lenet() -> torch.nn.Module:
     """4-bit weights and fake-quantized inputs (forward pre-hooks), if quantization exists."""
-    quantization = pytest.importorskip("compression.methods.quantization")
-    from compression.data.datasets import load_digits
-
     cfg = quantization.QuantConfig(bits=4, activations=True)
     return quantization.quantize(zoo.load_pretrained("lenet5"), cfg, load_digits())[0]
 
@@ -102,7 +100,6 @@ def test_safetensors_folds_masks(digits, tmp_path):
 
 
 def test_compact_round_trip(model_case, digits, tmp_path):
-    compact = pytest.importorskip("compression.models.compact")
     if not hasattr(compact, "save_compact"):
         pytest.skip("compression.models.compact.save_compact is not written yet")
     name, model = model_case

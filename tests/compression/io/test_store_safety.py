@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import compression.cli.runs  # noqa: F401  (registers runs, report, run)
 from compression.io.store import Store
 from compression.io.store_schema import DamagedRunError, StoreError
 from tests.compression.cli.clitools import assert_one_line_error, run_cli
