@@ -444,10 +444,50 @@ def start_background(key: str, name: str, work) -> None:
     st.session_state[key] = start_job(name, work)
 
 
-def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
-    """Accuracy, non-zero parameters, size and measured latency, with deltas against the baseline.
-    The first three draw at once; with `cfg`, latency is then measured (once per model and
-    config) and drawn. Returns `m` with the latency fields filled in, for add_result."""
+def latency_metric(col, m: dict, label: str = "Latency", note: str = "") -> None:
+    """One paired latency in `col`: the compressed model's median, its ratio to the original timed
+    alongside (or 'no measurable change (lo-hi)' when the rounds cannot tell them apart), and the
+    setting it was measured at (batch, threads, device, rounds) written beside it."""
+    from compression.metrics.latency import MIN_CHANGE, PairedLatency, ratio_text, setting_text
+
+    if m.get("latency_ratios") is None:  # not a paired measurement: no ratio against a cold baseline
+        col.metric(label, f"{m['latency_ms']:.3f} ms", help=help_for("latency", note=note))
+        col.caption(f"Not paired with the original: batch {m['batch_size']}, {m['threads']} threads")
+        return
+    p = PairedLatency.from_dict(m)
+    col.metric(label, f"{p.compressed_ms:.3f} ms", delta=ratio_text(p), delta_color="off",
+               help=help_for("latency", note=(
+                   f"Measured after accuracy and size, paired: the original ({p.original_ms:.3f} ms) and this "
+                   f"model timed in {len(p.ratios)} alternating rounds of {p.repeats} runs, medians; the range "
+                   f"is the per-round ratios'. A change within the rounds' spread, or under {MIN_CHANGE:.0%}, is "
+                   f"reported as no measurable change. {note}")))
+    col.caption(f"{setting_text(p)}; original {p.original_ms:.3f} ms")
+
+
+def no_speed_metric(col, reason: str) -> None:
+    """In place of a latency: why this result cannot be faster than the original (no number)."""
+    col.metric("Latency", "no speed-up", help=reason)
+    col.caption(reason[0].upper() + reason[1:])
+
+
+def with_latency(m: dict, cfg, report: dict) -> dict:
+    """`m` with the paired latency of `cfg`'s result filled in (measured once per model and config),
+    or with its latency fields cleared when the result cannot change speed (simulated, unstructured):
+    such a result carries no latency to any chart."""
+    from compression.workflows.slider import LATENCY_FIELDS, speed_note
+
+    if speed_note(report):
+        return {**m, **{k: None for k in LATENCY_FIELDS if k not in ("batch_size", "threads")}}
+    return {**m, **{k: v for k, v in compressed_latency(cfg).items() if k in LATENCY_FIELDS}}
+
+
+def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None, report: dict | None = None) -> dict:
+    """Accuracy, non-zero parameters, size and latency, with deltas against the baseline. The first
+    three draw at once; with `cfg`, the paired latency is then measured (once per model and config)
+    and drawn, unless `report` (the result's Report dict) says the result cannot change speed:
+    then no number at all, only why. Returns `m` with the latency fields filled in, for add_result."""
+    from compression.workflows.slider import speed_note
+
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Accuracy", f"{m['accuracy']:.2%}", delta=f"{(m['accuracy'] - base['accuracy']) * 100:+.2f} pts",
               help=help_for("accuracy", note="Delta: percentage points against the baseline."))
@@ -459,24 +499,18 @@ def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None) -> dict:
     warning = chance_note(m["accuracy"], current_data().num_classes, base["accuracy"])
     if warning:
         st.warning(warning)
-    if m.get("latency_ms") is None and cfg is not None:
-        from compression.workflows.slider import LATENCY_FIELDS
-
+    reason = speed_note(report or {})
+    if reason:
+        no_speed_metric(c4, reason)
+        m = with_latency(m, cfg, report)
+    elif m.get("latency_ms") is None and cfg is not None:
         with c4, st.spinner("Measuring latency…"):
             try:
-                lat = compressed_latency(cfg)
-                m = {**m, **{k: lat[k] for k in LATENCY_FIELDS}}
+                m = with_latency(m, cfg, report or {})
             except Exception as exc:  # accuracy and size are still right; say why latency is missing
                 st.caption(f"Latency not measured: {exc}")
-    reference = m.get("baseline_latency_ms") or base.get("latency_ms")
-    if m.get("latency_ms") is not None and reference:
-        paired = "the original timed alongside, in alternating rounds" if m.get("baseline_latency_ms") else \
-            "the original's baseline measurement"
-        c4.metric("Latency", f"{m['latency_ms']:.3f} ms", delta=f"{m['latency_ms'] / reference:.2f}x original",
-                  delta_color="off", help=help_for("latency", note=(
-                      f"Measured on {current_device()} after accuracy and size: median after warm-up, batch "
-                      f"{m['batch_size']}, {m['threads']} threads; compared with {paired} ({reference:.3f} ms). "
-                      f"{latency_note}")))
+    if not reason and m.get("latency_ms") is not None:
+        latency_metric(c4, m, note=latency_note)
     if m.get("agreement") is not None:
         st.caption(f"Agreement with the original: {m['agreement']:.2%} top-1 · KL divergence {m['kl_divergence']:.4f}",
                    help=help_for("top-1 agreement", "KL divergence"))

@@ -9,8 +9,8 @@ import streamlit as st
 import torch
 
 from compression.data.datasets import Dataset
-from pages._common import (add_result, current_base, current_data, keep_as_working, show_error,
-                           training_controls)
+from pages._common import (add_result, compressed_result, current_base, current_data, keep_as_working, show_error,
+                           training_controls, with_latency)
 
 
 def intro(text: str, title: str) -> None:
@@ -35,18 +35,15 @@ def weights_and_inputs(n: int = 256) -> tuple[dict, dict]:
 
 @st.cache_data(max_entries=16, show_spinner="Real int8: quantizing and measuring the kernels…")
 def _real_int8(_model: torch.nn.Module, model_id: str, _data: Dataset, data_id: str) -> dict:
-    from compression.metrics.evaluate import evaluate
-    from compression.methods.quantization import quantize_int8
+    from compression.workflows.slider import real_int8 as make
 
-    q, report = quantize_int8(_model, input_shape=_data.input_shape)
-    return {"metrics": evaluate(q, _data, reference=_model, repeats=10).to_dict(full=True),
-            "report": report.to_dict()}
+    return make(_model, _data)
 
 
 def real_int8() -> dict:
-    """The current model on PyTorch's dynamic int8 kernels: {"metrics": EvalResult dict (batch 64,
-    like every other result), "report": quantize_int8's Report dict (paired fp32/int8 latency at
-    batch 256)}. Once per (model, data)."""
+    """The current model on PyTorch's dynamic int8 kernels: compression.workflows.slider.real_int8's
+    {"metrics", "report"}, whose latency is one paired measurement against the fp32 original at
+    the batch size of every other result. Once per (model, data)."""
     base, data = current_base(), current_data()
     return _real_int8(base.model, base.fingerprint, data, data.fingerprint)
 
@@ -77,7 +74,7 @@ def tune_ui(key: str, title: str, button: str, cfg, label: str,
         from compression.metrics.evaluate import evaluate
 
         model, report = train(epochs, job)
-        metrics = evaluate(model, data, reference=base.model, repeats=10).to_dict(full=True)
+        metrics = evaluate(model, data, reference=base.model, latency=False).to_dict(full=True)
         return {"for": (base.fingerprint, data.fingerprint, cfg.to_json()), "model": model,
                 "report": report.to_dict(), "metrics": metrics,
                 "epochs": len(report.metrics.get("history", [])) or epochs}
@@ -89,7 +86,8 @@ def tune_ui(key: str, title: str, button: str, cfg, label: str,
     if done["for"] != (base.fingerprint, data.fingerprint, cfg.to_json()):
         st.caption(f"The last {title.lower()} was for another model or other settings; run it again for these.")
         return
-    m, r = done["metrics"], done["report"]["metrics"]
+    r = done["report"]["metrics"]
+    m = with_latency(done["metrics"], cfg, compressed_result(cfg)["report"])  # same architecture, same latency
     tuned = f"{label} + {title.lower()} ({done['epochs']} ep)"
     add_result(tuned, cfg.to_dict(), m)
     st.success(f"Fine-tuned ({title}, {done['epochs']} epochs): test accuracy {m['accuracy']:.2%}; validation "

@@ -8,9 +8,8 @@ from compression.figures.compress import layer_pruning_figure
 from compression.core.modules import weight_layers
 from compression.methods.pruning import ChannelPruneConfig, PruneConfig, finetune
 from compression.methods.training import TrainConfig
-from pages._common import (accuracy_label, add_result, base_metrics, compressed_latency, compressed_result,
-                           current_base, current_data, current_device, curve, epoch_callback, keep_as_working,
-                           metric_row, show_error)
+from pages._common import (accuracy_label, add_result, base_metrics, compressed_result, current_base, current_data,
+                           current_device, curve, epoch_callback, keep_as_working, metric_row, show_error)
 from pages._compress_ui import compressed_copy, intro, tune_ui
 
 CHANNEL_MAX = 0.95  # structured pruning keeps at least 5% of each layer's channels
@@ -59,20 +58,22 @@ except Exception as exc:
 m, report = result["metrics"], result["report"]
 label = f"{method} {cfg.sparsity:.0%}" + (f" {scope}" if method != "channel" else f" ({importance})")
 label += "".join(f" {n}={s:.0%}" for n, s in overrides.items())
-m = metric_row(m, base_m, "Unstructured zeros do not speed up dense kernels; channel pruning does.", cfg)
+m = metric_row(m, base_m, "Unstructured zeros do not speed up dense kernels; channel pruning does.", cfg, report)
 add_result(f"prune: {label}", cfg.to_dict(), m)
 if method == "channel":
-    r = {**report["metrics"], **compressed_latency(cfg)["report"]}
+    r = report["metrics"]
+    paired = (f"paired measurement at batch {m['batch_size']}, {m['threads']} threads: "
+              f"{m['baseline_latency_ms']:.3f} → {m['latency_ms']:.3f} ms" if m.get("latency_ratios") else
+              "latency not measured")
     st.caption(f"Channels really removed: the network is smaller, so its latency change is real "
-               f"(paired measurement at batch {r.get('latency_batch', 256)}: {r.get('latency_before_ms', 0):.3f} → "
-               f"{r.get('latency_after_ms', 0):.3f} ms). Parameters {r['params_before']:,} → {r['params_after']:,}, "
+               f"({paired}). Parameters {r['params_before']:,} → {r['params_after']:,}, "
                f"MACs {r['macs_before']:,} → {r['macs_after']:,}."
                + (f" Capped at {CHANNEL_MAX:.0%}." if sparsity > CHANNEL_MAX else ""))
 else:
     st.caption(f"Achieved sparsity of the pruned layers: {report['metrics']['sparsity']:.2%}. Unstructured zeros "
-               "are still stored in the dense tensors and multiplied by dense kernels, so the latency does "
-               "not drop (any change above is measurement noise); only the stored size shrinks, because "
-               "the file format encodes zeros compactly.")
+               "are still stored in the dense tensors and multiplied by dense kernels, so no latency is shown: "
+               "any measured change would be noise. Only the stored size shrinks, because the file format "
+               "encodes zeros compactly.")
 if report["skipped"]:
     st.caption("Skipped: " + "; ".join(f"{s['layer']} ({s['reason']})" for s in report["skipped"]))
 

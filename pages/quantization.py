@@ -7,8 +7,10 @@ from compression.figures.compress import sim_vs_real_figure, sqnr_figure
 from compression.methods.quantization import QuantConfig, qat_finetune
 from compression.metrics.summary import size_change
 from compression.methods.training import TrainConfig
+from compression.workflows.slider import speed_note
 from pages._common import (accuracy_label, add_result, base_metrics, compressed_result, current_base,
-                           current_data, curve, epoch_callback, keep_as_working, metric_row, show_error)
+                           current_data, curve, epoch_callback, keep_as_working, latency_metric, metric_row,
+                           show_error)
 from pages._compress_ui import compressed_copy, intro, real_int8, tune_ui
 
 st.title("Quantization")
@@ -56,20 +58,19 @@ m = result["metrics"]
 label = (f"{bits}-bit {granularity} {'sym' if symmetric else 'asym'} {calibration}"
          + (f" +act{act_bits or bits}" if activations else ""))
 st.subheader("Simulated (fake quantization)")
-m = metric_row(m, base_m, "Simulated: this is the fp32 model with rounded weights; its speed is not int8 speed.", cfg)
+m = metric_row(m, base_m, "Simulated: this is the fp32 model with rounded weights; its speed is not int8 speed.", cfg,
+               result["report"])
 add_result(f"quantize (simulated): {label}", cfg.to_dict(), m)  # last: the sidebar follows the slider
 st.subheader("Real int8 kernels")
 if real is not None:
-    rm, rr = real["metrics"], real["report"]["metrics"]
+    rm = real["metrics"]
     k1, k2, k3, k4 = st.columns(4)
     k1.metric("int8 accuracy", f"{rm['accuracy']:.2%}", delta=f"{(rm['accuracy'] - base_m['accuracy']) * 100:+.2f} pts")
     k2.metric("int8 size", f"{rm['size_bytes'] / 1024:.1f} KiB", help=rm["size_method"], delta_color="off",
               delta=size_change(base_m["size_bytes"], rm["size_bytes"]))
-    k3.metric(f"int8 latency (batch {rr['latency_batch']})", f"{rr['int8_latency_ms']:.2f} ms", delta_color="off",
-              delta=f"{rr['speedup']:.2f}x speed-up",
-              help=f"fp32 {rr['fp32_latency_ms']:.2f} ms, measured together: medians of {rr['latency_rounds']} "
-                   f"alternating rounds, speed-up {rr['speedup_min']:.2f}-{rr['speedup_max']:.2f}x over the rounds")
-    k4.metric("Layers on int8 kernels", f"{rr['int8_layers']}",
+    latency_metric(k3, rm, label=f"int8 latency (batch {rm['batch_size']})",
+                   note="Real int8 kernels against the fp32 original, timed together on the scored samples.")
+    k4.metric("Layers on int8 kernels", f"{real['report']['metrics']['int8_layers']}",
               help="; ".join(f"{s['layer']}: {s['reason']}" for s in real["report"]["skipped"]) or "all")
     st.caption("Fixed settings: 8-bit weights per tensor, inputs quantized on the fly by PyTorch's dynamic int8 "
                "kernels (Linear layers only); independent of the controls above.")
@@ -86,7 +87,8 @@ try:
 except Exception as exc:
     show_error(exc, "Could not compute the curve")
 if real is not None:
-    left.plotly_chart(sim_vs_real_figure(base_m, m, real["metrics"]), key="quant_sim_vs_real")
+    left.plotly_chart(sim_vs_real_figure(base_m, m, real["metrics"], speed_note(result["report"])),
+                      key="quant_sim_vs_real")
 
 st.subheader("Recover low-bit accuracy, keep the result")
 if bits > 6:

@@ -35,7 +35,7 @@ from compression.core.quant import (CALIBRATIONS, QuantInfo, attach_act_quant, c
 from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.methods.training import StopFlag, TrainConfig, fit
-from compression.metrics.evaluate import accuracy_and_loss, measure_latency
+from compression.metrics.evaluate import LATENCY_BATCH, accuracy_and_loss, measure_latency
 
 SIMULATED = "simulated (fake quantization)"
 REAL_INT8 = "real int8 (dynamic quantization kernels)"
@@ -382,14 +382,15 @@ def _quiet_deprecations() -> Iterator[None]:
         yield
 
 
-def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = 256,
+def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = LATENCY_BATCH,
                   input_shape: tuple[int, ...] | None = None, rounds: int = 5) -> tuple[nn.Module, Report]:
     """Real int8 of a copy of `model`: torch.ao.quantization.quantize_dynamic on its Linear layers
     (int8 weights, inputs quantized on the fly by the int8 kernels, fp32 out). Conv and Embedding
     layers stay fp32 and are listed as skipped. Any simulated input quantization is dropped.
 
     Args:
-        measure: time fp32 and int8 (evaluate.measure_latency) at `batch_size` on a random input
+        measure: time fp32 and int8 (evaluate.measure_latency) at `batch_size` (default
+            LATENCY_BATCH, the batch every other latency is measured at) on a random input
             of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)), paired:
             `rounds` rounds of fp32 then int8, so both see the same machine state.
     Returns:

@@ -19,6 +19,7 @@ from compression.data.datasets import Dataset, Preprocess, Split
 from compression.models.compact import HOW as COMPACT_HOW, to_bytes
 
 EVAL_BATCH = 512
+LATENCY_BATCH = 64  # the one batch size every latency in the app and the CLI is measured at
 
 
 @torch.inference_mode()
@@ -231,7 +232,7 @@ def latency_batch(X: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 def evaluate(model: nn.Module, data: Dataset, split: str | None = None, reference: nn.Module | None = None,
-             latency: bool = True, batch_size: int = 64, repeats: int = 30,
+             latency: bool = True, batch_size: int = LATENCY_BATCH, repeats: int = 30,
              threads: int | None = None, macs: bool = True,
              reference_logits: torch.Tensor | None = None, device: str | None = None) -> EvalResult:
     """Evaluate a model on one split of a data set (default: its `eval_split`, the samples its
