@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._common import last_result, sidebar
+from ui.sidebar import last_result, sidebar
 
 ICON = Path(__file__).resolve().parent / "assets" / "icon.png"  # bundled: a Material icon here is fetched from a CDN
 

@@ -1,4 +1,4 @@
-"""One slider move, through the code path the pages use (pages/_common.py on a cache miss):
+"""One slider move, through the code path the pages use (ui/state.py on a cache miss):
 compression.workflows.slider.compress_and_evaluate(model, cfg, data, latency=False, reference_logits=...)
 for the numbers that appear at once (accuracy, non-zero parameters, size, agreement), then
 compression.workflows.slider.compressed_latency(model, cfg, data) for the latency drawn after them.

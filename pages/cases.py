@@ -4,11 +4,12 @@ and every finished run recorded in the experiment store."""
 import pandas as pd
 import streamlit as st
 
-from compression.workflows import cases
 from compression.figures.cases import case_figures
 from compression.io.records import record_case
-from pages._analysis_ui import finished_result, intro
-from pages._common import job_panel, show_error, start_background
+from compression.workflows import cases
+from ui.errors import show_error
+from ui.jobs import finished_result, job_panel, start_background
+from ui.widgets import intro
 
 TITLES = {"pruning-retraining": "Pruning + retraining", "deep-compression": "Deep Compression",
           "distillation": "Distillation", "quantization-granularity": "Quantization granularity",

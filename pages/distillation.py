@@ -2,12 +2,14 @@
 student trained on the labels alone. Training runs as a background job with live curves."""
 import streamlit as st
 
-from compression.models import zoo
 from compression.figures.analysis import curve_figure
+from compression.models import zoo
 from compression.workflows.background import distill_work
-from pages._analysis_ui import finished_result, intro, live_events, metric_delta
-from pages._common import (add_result, current_base, current_data, current_device, job_panel,
-                           keep_as_working, own_demo_model, show_error, start_background)
+from ui.cache import own_demo_model
+from ui.errors import show_error
+from ui.jobs import finished_result, job_panel, live_events, start_background
+from ui.state import add_result, current_base, current_data, current_device, keep_as_working
+from ui.widgets import intro, metric_delta
 
 JOB = "kd_job"
 CURRENT = "current"

@@ -5,8 +5,9 @@ import streamlit as st
 from compression.analysis.attribution import METHODS, compare_attributions, predicted_class
 from compression.figures.analysis import attribution_figure
 from compression.methods.pruning import PruneConfig
-from pages._analysis_ui import intro
-from pages._common import compressed_model, current_base, current_data, show_error
+from ui.errors import show_error
+from ui.state import compressed_model, current_base, current_data
+from ui.widgets import intro
 
 st.title("Explain")
 intro("An attribution method scores every input pixel by how much it pushes the model towards its "

@@ -2,11 +2,12 @@
 import streamlit as st
 
 from compression.io.export import available_formats, export_bytes
-from compression.workflows.recipes import dumps_recipe, recipe_from_data
 from compression.io.report import html_report, runs_csv
 from compression.io.store import Store
 from compression.metrics.summary import layer_table
-from pages._common import current_base, current_data, show_error
+from compression.workflows.recipes import dumps_recipe, recipe_from_data
+from ui.errors import show_error
+from ui.state import current_base, current_data
 
 st.title("Export")
 with st.expander("What you can take away", expanded=True):

@@ -2,7 +2,7 @@
 opens this page filtered on its term (?term=...)."""
 import streamlit as st
 
-import pages._common  # noqa: F401  (every page imports it: it ends Streamlit's pages-folder mode)
+import ui  # noqa: F401  (every page imports it: it ends Streamlit's pages-folder mode)
 from compression.core.glossary import GLOSSARY, search
 
 st.title("Glossary")

@@ -4,16 +4,17 @@ import streamlit as st
 
 from compression.figures.common import bar_figure, curve_figure
 from compression.methods.lowrank import LowRankConfig
-from pages._common import (accuracy_label, add_result, base_metrics, compressed_latency, compressed_result,
-                           current_data, curve, keep_as_working, metric_row, show_error)
-from pages._compress_ui import compressed_copy, intro
+from ui.errors import show_error
+from ui.state import (add_result, base_metrics, compressed_copy, compressed_latency, compressed_result, current_data,
+                      curve, keep_as_working)
+from ui.widgets import accuracy_label, intro, metric_row
 
 st.title("Low-rank factorisation")
 intro("A weight matrix is replaced by the product of two thin matrices from its truncated SVD, keeping only "
       "the strongest directions. Fewer parameters and multiply-accumulates when the kept rank is small; "
       "accuracy falls when directions the model needs are dropped. The bars show the share of each layer's "
       "'energy' (squared singular values) that is kept; the curve shows accuracy against the rank ratio.",
-      "What low-rank factorisation does and how to read this page")
+      "What low-rank factorisation does and how to read this page", expanded=True)
 c1, c2 = st.columns(2)
 ratio = c1.slider("Rank ratio (kept rank / full rank)", 0.05, 1.0, 0.5, 0.05, key="lowrank_ratio")
 include_conv = c2.toggle("Also factorise convolutions", value=False, key="lowrank_conv")

@@ -3,7 +3,9 @@ import streamlit as st
 
 from compression.figures.common import confusion_figure, layer_share_figure
 from compression.metrics.summary import layer_table
-from pages._common import accuracy_label, base_metrics, current_base, current_data, show_error
+from ui.errors import show_error
+from ui.state import base_metrics, current_base, current_data
+from ui.widgets import accuracy_label
 
 st.title("Model & data")
 with st.expander("What this page shows", expanded=False):

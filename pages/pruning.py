@@ -2,15 +2,17 @@
 import pandas as pd
 import streamlit as st
 
-from compression.workflows.curves import weight_arrays
+from compression.core.modules import weight_layers
 from compression.figures.common import curve_figure, histogram_figure
 from compression.figures.compress import layer_pruning_figure
-from compression.core.modules import weight_layers
 from compression.methods.pruning import ChannelPruneConfig, PruneConfig, finetune
 from compression.methods.training import TrainConfig
-from pages._common import (accuracy_label, add_result, base_metrics, compressed_result, current_base, current_data,
-                           current_device, curve, epoch_callback, keep_as_working, metric_row, show_error)
-from pages._compress_ui import compressed_copy, intro, tune_ui
+from compression.workflows.curves import weight_arrays
+from ui.errors import show_error
+from ui.jobs import epoch_callback, tune_ui
+from ui.state import (add_result, base_metrics, compressed_copy, compressed_result, current_base, current_data,
+                      current_device, curve, keep_as_working)
+from ui.widgets import accuracy_label, intro, metric_row
 
 CHANNEL_MAX = 0.95  # structured pruning keeps at least 5% of each layer's channels
 
@@ -20,7 +22,7 @@ intro("Pruning sets the least important weights to zero (unstructured: magnitude
       "latency, because dense kernels still multiply them; removing channels makes the network really "
       "smaller and faster. The numbers below follow the slider; the curve shows accuracy against sparsity "
       "for the chosen method (the grey line is where you are), the bars what each layer got, and the "
-      "histograms which weights went.", "What pruning does and how to read this page")
+      "histograms which weights went.", "What pruning does and how to read this page", expanded=True)
 
 left, mid, right = st.columns(3)
 sparsity = left.slider("Sparsity (%)", 0, 99, 50, key="prune_sparsity") / 100

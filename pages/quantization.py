@@ -5,13 +5,14 @@ import streamlit as st
 from compression.figures.common import curve_figure
 from compression.figures.compress import sim_vs_real_figure, sqnr_figure
 from compression.methods.quantization import QuantConfig, qat_finetune
-from compression.metrics.summary import size_change
 from compression.methods.training import TrainConfig
+from compression.metrics.summary import size_change
 from compression.workflows.slider import speed_note
-from pages._common import (accuracy_label, add_result, base_metrics, compressed_result, current_base,
-                           current_data, curve, epoch_callback, keep_as_working, latency_metric, metric_row,
-                           show_error)
-from pages._compress_ui import compressed_copy, intro, real_int8, tune_ui
+from ui.errors import show_error
+from ui.jobs import epoch_callback, tune_ui
+from ui.state import (add_result, base_metrics, compressed_copy, compressed_result, current_base, current_data, curve,
+                      keep_as_working, real_int8)
+from ui.widgets import accuracy_label, intro, latency_metric, metric_row
 
 st.title("Quantization")
 intro("Quantization stores each weight as a small integer code (2-16 bits) plus a scale. The slider results "
@@ -20,7 +21,7 @@ intro("Quantization stores each weight as a small integer code (2-16 bits) plus 
       "int8 kernels** panel runs PyTorch's dynamic int8 kernels and measures them: that is the speed and "
       "size you would deploy. SQNR (dB) says how much quantization noise each layer gets: higher is "
       "better, about 6 dB per bit; the dotted line is what a layer with no outliers would get.",
-      "What quantization does and how to read this page")
+      "What quantization does and how to read this page", expanded=True)
 
 c1, c2, c3 = st.columns(3)
 bits = c1.slider("Bit-width", 2, 16, 8, key="quant_bits")

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from compression.figures.analysis import store_frame, tradeoff_figure
-from pages._analysis_ui import filter_frame, intro
-from pages._common import show_error
+from ui.errors import show_error
+from ui.widgets import filter_frame, intro
 
 st.title("Runs")
 intro("Every run recorded in the experiment store (a SQLite file; the CLI records runs with its store "

@@ -4,14 +4,16 @@ it hurts least."""
 import pandas as pd
 import streamlit as st
 
+from compression.analysis.layer_notes import why_sensitive
+from compression.analysis.proxies import measured_sensitivity
+from compression.core.glossary import help_for
 from compression.figures.analysis import (allocation_figure, correlation_figure, proxy_figure, sweep_heatmap_figure,
                                           sweep_lines_figure)
 from compression.workflows.background import sweep_work
-from compression.core.glossary import help_for
-from compression.analysis.layer_notes import why_sensitive
-from compression.analysis.proxies import measured_sensitivity
-from pages._analysis_ui import finished_result, intro, live_events, metric_delta
-from pages._common import current_base, current_data, current_device, job_panel, show_error, start_background
+from ui.errors import show_error
+from ui.jobs import finished_result, job_panel, live_events, start_background
+from ui.state import current_base, current_data, current_device
+from ui.widgets import intro, metric_delta
 
 JOB = "sens_job"
 LEVELS = {"prune": ("sparsity", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95], [0.3, 0.5, 0.7, 0.9]),

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from compression.models import zoo
-from pages._common import current_base
+from ui.state import current_base
 
 PITCH = ("Compression Studio shows what pruning, quantization, low-rank factorisation and distillation do to a "
          "PyTorch model: how much smaller and faster it gets, and how much accuracy that costs. Every setting is "

@@ -5,8 +5,9 @@ import streamlit as st
 
 from compression.figures.analysis import TRADEOFF_COLUMNS, pareto_front, results_frame, store_frame, tradeoff_figure
 from compression.io.store import Store, default_store_path
-from pages._analysis_ui import baseline_or_none, intro, metric_delta
-from pages._common import current_base, show_error
+from ui.errors import show_error
+from ui.state import baseline_or_none, current_base
+from ui.widgets import intro, metric_delta
 
 st.title("Trade-offs")
 intro("Every compressed model you evaluated is one point: accuracy (up is better) against size or latency "

@@ -5,10 +5,12 @@ import tempfile
 import pandas as pd
 import streamlit as st
 
-from compression.workflows import transformers as ts
 from compression.figures.common import bar_figure, histogram_figure
 from compression.io.hf_export import hf_zip_bytes
-from pages._common import job_panel, show_error, start_background
+from compression.io.store import Store
+from compression.workflows import transformers as ts
+from ui.errors import show_error
+from ui.jobs import job_panel, start_background
 
 DISTILL_JOB = "hf_distill_job"
 SAMPLE, UPLOAD = "sample sentences (bundled)", "upload .txt / .csv"
@@ -16,8 +18,6 @@ SAMPLE, UPLOAD = "sample sentences (bundled)", "upload .txt / .csv"
 
 def record_hf_run(hf, data, result: dict) -> None:
     """Record a result in the experiment store (the Runs page lists it); never breaks the page."""
-    from compression.io.store import Store
-
     report = result["report"]
     metrics = {k: v for k, v in result.items() if k != "report" and not isinstance(v, (dict, list))}
     try:

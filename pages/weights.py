@@ -1,12 +1,13 @@
 """Weights: per-layer weight and activation histograms, statistics, and quantization grids."""
 import streamlit as st
 
-from compression.workflows.curves import quant_grid
+from compression.core.modules import is_frozen_code
 from compression.figures.common import quant_grid_figure
 from compression.figures.compress import activation_grid_figure, grid_table, same_grid_note, subsample, weight_stats
-from compression.core.modules import is_frozen_code
-from pages._common import current_base, show_error
-from pages._compress_ui import intro, weights_and_inputs
+from compression.workflows.curves import quant_grid
+from ui.errors import show_error
+from ui.state import current_base, weights_and_inputs
+from ui.widgets import intro
 
 CALIBRATIONS = ["minmax", "percentile", "mse"]
 PERCENT = st.column_config.NumberColumn(format="percent")
@@ -33,7 +34,7 @@ intro("How each layer's weights and inputs are distributed. Heavy tails and outl
       "histograms the dashed lines are each method's clipping range (values beyond it are clamped) and the "
       "ticks in the strip below, one row per method, its quantization levels; the table says how much each "
       "grid clips and how far values move.",
-      "What this page shows and how to read it")
+      "What this page shows and how to read it", expanded=True)
 try:
     weights, inputs = weights_and_inputs()
 except Exception as exc:

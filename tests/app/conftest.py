@@ -10,7 +10,7 @@ class _ServerPagesManager(PagesManager):
     `PagesManager.uses_pages_directory = None`, so with a folder named pages/ each run after
     the first takes Streamlit's old pages-folder path and runs the page script bare, without
     app.py and the sidebar it draws. A server decides that once per process, and st.navigation
-    (or pages._common, on first import) turns it off for good. Here AppTest's reset lands on
+    (or the ui package, on first import) turns it off for good. Here AppTest's reset lands on
     this subclass, not on the flag Streamlit reads."""
 
 

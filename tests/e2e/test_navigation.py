@@ -127,7 +127,7 @@ def test_uploaded_model_and_data_stay_on_every_page(server, browser, tmp_path):
 
 def test_first_request_to_a_page_url_runs_through_app_py(browser, tmp_path):
     """A fresh server whose first request is /pruning: the app's navigation and sidebar, not the
-    bare page Streamlit's pages-folder mode would run (pages._common ends that mode)."""
+    bare page Streamlit's pages-folder mode would run (the ui package ends that mode)."""
     port = _free_port()
     proc = start_streamlit(ROOT / "app.py", port, {"COMPRESSION_STORE": str(tmp_path / "runs.sqlite")})
     try:
