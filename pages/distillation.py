@@ -108,8 +108,8 @@ if result and result.get("distilled"):
         st.session_state["kd_recorded"] = job.started
         if bm:
             add_result(f"{setup.get('student', '?')} without teacher #{int(job.started) % 100000}",
-                       {**config, "baseline": True}, bm)
-        add_result(label, config, dm)
+                       {**config, "baseline": True}, bm, record=True)
+        add_result(label, config, dm, record=True)  # a training run started on purpose: recorded
     if st.button("Keep the distilled student as the working model", key="kd_keep"):
         keep_as_working(distilled["model"], label)
         st.success(f"Kept: {label}. The other pages now start from this student.")

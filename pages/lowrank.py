@@ -7,7 +7,7 @@ from compression.methods.lowrank import LowRankConfig
 from ui.errors import show_error
 from ui.state import (add_result, base_metrics, compressed_copy, compressed_latency, compressed_result, current_data,
                       curve, keep_as_working)
-from ui.widgets import accuracy_label, intro, metric_row
+from ui.widgets import accuracy_label, intro, metric_row, record_button
 
 st.title("Low-rank factorisation")
 intro("A weight matrix is replaced by the product of two thin matrices from its truncated SVD, keeping only "
@@ -35,6 +35,7 @@ m = result["metrics"]
 label = f"lowrank: ratio {ratio:.2f}" + (" +conv" if include_conv else "")
 m = metric_row(m, base_m, "Factorised layers are really smaller: fewer multiply-accumulates.", cfg)
 add_result(label, cfg.to_dict(), m)
+record_button(label, cfg.to_dict(), m, key="lr_record")
 r = {**result["report"]["metrics"], **compressed_latency(cfg)["report"]}
 p1, p2, _ = st.columns([1, 1, 2])
 p1.metric("Parameters", f"{m['params']:,}", delta=f"{m['params'] - base_m['params']:+,}", delta_color="inverse")

@@ -12,7 +12,7 @@ from ui.errors import show_error
 from ui.jobs import epoch_callback, tune_ui
 from ui.state import (add_result, base_metrics, compressed_copy, compressed_result, current_base, current_data,
                       current_device, curve, keep_as_working)
-from ui.widgets import accuracy_label, intro, metric_row
+from ui.widgets import accuracy_label, intro, metric_row, record_button
 
 CHANNEL_MAX = 0.95  # structured pruning keeps at least 5% of each layer's channels
 
@@ -62,6 +62,7 @@ label = f"{method} {cfg.sparsity:.0%}" + (f" {scope}" if method != "channel" els
 label += "".join(f" {n}={s:.0%}" for n, s in overrides.items())
 m = metric_row(m, base_m, "Unstructured zeros do not speed up dense kernels; channel pruning does.", cfg, report)
 add_result(f"prune: {label}", cfg.to_dict(), m)
+record_button(f"prune: {label}", cfg.to_dict(), m, key="pr_record")
 if method == "channel":
     r = report["metrics"]
     paired = (f"paired measurement at batch {m['batch_size']}, {m['threads']} threads: "

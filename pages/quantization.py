@@ -12,7 +12,7 @@ from ui.errors import show_error
 from ui.jobs import epoch_callback, tune_ui
 from ui.state import (add_result, base_metrics, compressed_copy, compressed_result, current_base, current_data, curve,
                       keep_as_working, real_int8)
-from ui.widgets import accuracy_label, intro, latency_metric, metric_row
+from ui.widgets import accuracy_label, intro, latency_metric, metric_row, record_button
 
 st.title("Quantization")
 intro("Quantization stores each weight as a small integer code (2-16 bits) plus a scale. The slider results "
@@ -62,6 +62,7 @@ st.subheader("Simulated (fake quantization)")
 m = metric_row(m, base_m, "Simulated: this is the fp32 model with rounded weights; its speed is not int8 speed.", cfg,
                result["report"])
 add_result(f"quantize (simulated): {label}", cfg.to_dict(), m)  # last: the sidebar follows the slider
+record_button(f"quantize (simulated): {label}", cfg.to_dict(), m, key="q_record")
 st.subheader("Real int8 kernels")
 if real is not None:
     rm = real["metrics"]

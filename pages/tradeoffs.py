@@ -3,10 +3,11 @@ experiment store), with the Pareto front of the results no other result beats on
 import pandas as pd
 import streamlit as st
 
-from compression.figures.analysis import TRADEOFF_COLUMNS, pareto_front, results_frame, store_frame, tradeoff_figure
+from compression.figures.analysis import (TRADEOFF_COLUMNS, pareto_front, results_frame, same_setup, store_frame,
+                                         tradeoff_figure, unique_results)
 from compression.io.store import Store, default_store_path
 from ui.errors import show_error
-from ui.state import baseline_or_none, current_base
+from ui.state import baseline_or_none, current_base, current_data
 from ui.widgets import intro, metric_delta
 
 st.title("Trade-offs")
@@ -15,10 +16,14 @@ intro("Every compressed model you evaluated is one point: accuracy (up is better
       "both axes at once; anything below it is dominated. Hover a point to see its method and settings.")
 
 
-def store_rows() -> pd.DataFrame:
-    """The experiment store's runs, if the store exists and can be read; an empty frame otherwise."""
+def store_rows(this_setup: bool) -> pd.DataFrame:
+    """The experiment store's runs (of this model on this data, with `this_setup`), if the store
+    exists and can be read; an empty frame otherwise."""
     try:
-        return store_frame(Store(default_store_path()).dataframe())
+        runs = Store(default_store_path()).dataframe()
+        if this_setup:
+            runs = same_setup(runs, current_base().fingerprint, current_data().fingerprint)
+        return store_frame(runs)
     except Exception as exc:
         show_error(exc, "Could not read the experiment store")
         return pd.DataFrame(columns=TRADEOFF_COLUMNS)
@@ -27,11 +32,13 @@ def store_rows() -> pd.DataFrame:
 base_m = baseline_or_none()
 frames = [results_frame(st.session_state.get("results", []), source="session")]
 if st.checkbox("Include runs from the experiment store", True, key="to_store"):
-    frames.append(store_rows())
+    frames.append(store_rows(st.checkbox("Only runs of this model on this data", True, key="to_same_setup",
+                                         help="Runs of other models or data sets are not comparable with "
+                                              "this baseline; untick to see every recorded run.")))
 if base_m:
     frames.append(results_frame([{"label": f"baseline {current_base().name}", "config": {"kind": "baseline"},
                                   "metrics": base_m, "model": current_base().name}], source="baseline"))
-rows = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
+rows = unique_results(pd.concat([f for f in frames if len(f)], ignore_index=True)) if any(len(f) for f in frames) \
     else pd.DataFrame(columns=TRADEOFF_COLUMNS)
 compressed = rows[rows["source"] != "baseline"]
 if compressed.empty:

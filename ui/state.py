@@ -83,26 +83,37 @@ def compressed_model(cfg) -> torch.nn.Module:
     return compress(current_base().model, cfg, current_data())[0]
 
 
-def add_result(label: str, config: dict, metrics: dict) -> None:
-    """Remember a result for the Trade-offs page (once per label+config) and show it in the sidebar."""
+def add_result(label: str, config: dict, metrics: dict, record: bool = False) -> None:
+    """Remember a result for this session's Trade-offs page (once per label+config) and show it in
+    the sidebar. It goes into the experiment store only when asked (`record`, or record_result):
+    a slider position is not a run the user meant to keep."""
     results = st.session_state.setdefault("results", [])
     key = (label, repr(sorted(config.items())))
     if not any(r["key"] == key for r in results):
         results.append({"key": key, "label": label, "config": config, "metrics": metrics,
                         "model": current_base().name})
-        _record_run(label, config, metrics)
     st.session_state["working"] = {"label": label, "metrics": metrics, "config": config}
+    if record:
+        record_result(label, config, metrics)
 
 
-def _record_run(label: str, config: dict, metrics: dict) -> None:
-    """Record a result in the experiment store (never breaks the page if the store cannot)."""
+def record_result(label: str, config: dict, metrics: dict) -> str | None:
+    """Record a result in the experiment store once per session (a second call returns the first
+    run's id); None when the store cannot take it (the page says why, and keeps the result)."""
+    recorded = st.session_state.setdefault("recorded", {})
     base, data = current_base(), current_data()
+    key = repr((base.fingerprint, data.fingerprint, label, sorted(config.items())))
+    if key in recorded:
+        return recorded[key]
     flat = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class_accuracy")}
     try:
-        Store().record(config.get("kind", "result"), (base.name, base.fingerprint), (data.name, data.fingerprint),
-                       config, {**flat, "label": label})
+        run_id = Store().record(config.get("kind", "result"), (base.name, base.fingerprint),
+                                (data.name, data.fingerprint), config, {**flat, "label": label})
     except Exception as exc:  # the store is a convenience here: the session keeps the result anyway
         st.caption(f"Not recorded in the experiment store: {exc}")
+        return None
+    recorded[key] = run_id
+    return run_id
 
 
 def keep_as_working(model: torch.nn.Module, label: str) -> None:
@@ -112,6 +123,7 @@ def keep_as_working(model: torch.nn.Module, label: str) -> None:
     working = st.session_state.get("working") or {}
     if working.get("config"):
         st.session_state.setdefault("kept_steps", []).append(working["config"])
+        record_result(working["label"], working["config"], working["metrics"])  # kept on purpose: recorded
     st.session_state["base"] = LoadedModel(model, "compressed", f"{base.name} → {label}",
                                            f"{base.fingerprint}|{label}", base.arch)
     st.session_state.pop("working", None)

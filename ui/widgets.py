@@ -9,7 +9,7 @@ from compression.data.datasets import Dataset
 from compression.metrics.latency import MIN_CHANGE, PairedLatency, ratio_text, setting_text
 from compression.metrics.summary import chance_note, size_change
 from compression.workflows.slider import speed_note
-from ui.state import current_data, with_latency
+from ui.state import current_data, record_result, with_latency
 
 
 def accuracy_label(data: Dataset) -> str:
@@ -113,3 +113,16 @@ def filter_frame(df: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame
         mask = out.astype(str).apply(lambda c: c.str.contains(text, case=False, regex=False)).any(axis=1)
         out = out[mask]
     return out
+
+
+def record_button(label: str, config: dict, metrics: dict, key: str) -> None:
+    """'Record in the run store' for the result on screen (the store keeps what you choose: runs
+    you record, keep, train or run from the command line; not every slider position)."""
+    recorded = st.session_state.get("recorded", {})
+    if st.button("Record in the run store", key=key, help="Adds this result to the experiment store, where the "
+                 "Runs and Trade-offs pages and reports find it. Keeping a model records it too."):
+        run_id = record_result(label, config, metrics)
+        if run_id:
+            st.caption(f"Recorded as run {run_id[:8]} (Runs page).")
+    elif len(recorded):
+        st.caption(f"{len(recorded)} result(s) of this session recorded in the run store.")

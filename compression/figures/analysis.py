@@ -122,6 +122,26 @@ def store_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRADEOFF_COLUMNS)
 
 
+def same_setup(df: pd.DataFrame, model_fingerprint: str, data_fingerprint: str) -> pd.DataFrame:
+    """The store's runs (runs_frame rows) of one model on one data set, by fingerprint: what the
+    Trade-offs page compares by default (another model's or data set's numbers are not comparable)."""
+    if df.empty or "model_fingerprint" not in df or "data_fingerprint" not in df:
+        return df.iloc[0:0] if not df.empty else df
+    return df[(df["model_fingerprint"].astype(str) == model_fingerprint)
+              & (df["data_fingerprint"].astype(str) == data_fingerprint)]
+
+
+def unique_results(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with each result once: a session result that was also recorded in the store keeps its
+    session row (same label, model, method, accuracy and size); the first of exact repeats stays."""
+    if rows.empty:
+        return rows
+    keys = ["label", "model", "method", "accuracy", "size_bytes"]
+    order = rows["source"].map({"baseline": 0, "session": 1}).fillna(2)
+    ranked = rows.assign(_order=order).sort_values(by="_order", kind="stable")
+    return ranked.drop_duplicates(subset=keys).sort_index().drop(columns="_order")
+
+
 # ---- training curves (distillation) -----------------------------------------------------------
 
 def curve_figure(rows: Sequence[Mapping] | pd.DataFrame, value: str, title: str | None = None) -> go.Figure:

@@ -224,6 +224,8 @@ def test_runs_filter_compare_delete(store):
 def test_tradeoffs_includes_the_store(store):
     at = open_page("pages/tradeoffs.py", results=[RESULT])
     assert not at.error
+    assert metrics(at)["Results"][0] == "1"     # by default only runs of this model on this data (none here)
+    at.checkbox(key="to_same_setup").uncheck().run()
     m = metrics(at)
     assert m["Results"][0] == "4"                                       # 1 session + 3 store runs
     at.multiselect(key="to_models").set_value(["demo:mlp"]).run()

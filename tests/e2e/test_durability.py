@@ -24,10 +24,15 @@ def test_sigkill_during_work_keeps_the_store_consistent(browser, tmp_path):
         page.wait_for_selector('[data-testid="stMetric"]', timeout=120_000)
         wait_idle(page)
         slider = page.locator('[data-testid="stSlider"]').first.get_by_role("slider")
-        slider.focus()
-        for _ in range(6):              # several results, each recorded as a run
+        record = page.get_by_role("button", name="Record in the run store")
+        for _ in range(4):              # several results, each recorded as a run
+            slider.focus()
             page.keyboard.press("ArrowRight")
             page.wait_for_timeout(400)
+            wait_idle(page)
+            record.click()
+            page.wait_for_timeout(400)
+        slider.focus()
         page.keyboard.press("ArrowRight")
         page.wait_for_timeout(150)      # kill while the app is working on the last move
         os.kill(proc.pid, signal.SIGKILL)

@@ -196,3 +196,18 @@ def test_attribution_figure_grid():
     assert list(first.tickvals) == [-2.0, 0.0, 2.0] and "towards" in first.ticktext[2]
     assert list(second.tickvals) == [-1.0, 0.0, 1.0]           # the second row's own scale
     assert first.y > second.y and first.len < 0.5             # beside its row, as tall as it
+
+
+def test_same_setup_keeps_one_model_on_one_data_set():
+    runs = pd.DataFrame({"model_fingerprint": ["a", "a", "b"], "data_fingerprint": ["d", "e", "d"], "id": [1, 2, 3]})
+    assert list(fa.same_setup(runs, "a", "d")["id"]) == [1]
+    assert fa.same_setup(pd.DataFrame(), "a", "d").empty
+
+
+def test_unique_results_keeps_the_session_row_of_a_recorded_result():
+    row = {"label": "prune 50%", "model": "demo:mlp", "method": "prune", "accuracy": 0.9, "size_bytes": 100,
+           "latency_ms": None, "config": ""}
+    rows = pd.DataFrame([{**row, "source": "store"}, {**row, "source": "session"},
+                         {**row, "label": "prune 60%", "source": "store"}])
+    out = fa.unique_results(rows)
+    assert list(zip(out["label"], out["source"])) == [("prune 50%", "session"), ("prune 60%", "store")]
