@@ -6,7 +6,7 @@ from compression.analysis.attribution import METHODS, compare_attributions, pred
 from compression.figures.analysis import attribution_figure
 from compression.methods.pruning import PruneConfig
 from ui.errors import show_error
-from ui.state import compressed_model, current_base, current_data
+from ui.state import compressed_model, current_base, current_data, original_model
 from ui.widgets import intro
 
 st.title("Explain")
@@ -24,7 +24,7 @@ indices = c1.multiselect(f"Samples ({data.eval_split} split)", list(range(n)), d
                          format_func=lambda i: f"#{i} ({data.class_names[int(data.scored.y[i])]})")
 method = c2.selectbox("Method", list(METHODS), key="ex_method", format_func=lambda m: m.replace("_", " "))
 
-original = st.session_state.get("original")  # set when a compressed model was kept: that model is now `base`
+original = original_model()  # set when a compressed model was kept: that model is now `base`
 QUICK = "a quick magnitude prune of the current model"
 if original is None:
     source = "prune"

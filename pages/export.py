@@ -7,7 +7,7 @@ from compression.io.store import Store
 from compression.metrics.summary import layer_table
 from compression.workflows.recipes import dumps_recipe, recipe_from_data
 from ui.errors import show_error
-from ui.state import current_base, current_data
+from ui.state import current_base, current_data, kept_steps
 
 st.title("Export")
 with st.expander("What you can take away", expanded=True):
@@ -55,7 +55,7 @@ if picked:
                        key="export_csv")
 
 st.subheader("Recipe of the kept steps")
-steps = st.session_state.get("kept_steps", [])
+steps = kept_steps()
 if not steps:
     st.info("Keep a compressed model as the working model (on a method page) to build a recipe.")
 else:

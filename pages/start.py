@@ -2,7 +2,7 @@
 import streamlit as st
 
 from compression.models import zoo
-from ui.state import current_base
+from ui.state import choose_model, current_base
 
 PITCH = ("Compression Studio shows what pruning, quantization, low-rank factorisation and distillation do to a "
          "PyTorch model: how much smaller and faster it gets, and how much accuracy that costs. Every setting is "
@@ -32,7 +32,7 @@ TOUR = [
 
 def use_tour_model() -> None:
     """Button callback: pick the tour's model in the sidebar's Model picker (before the rerun draws it)."""
-    st.session_state["model_source"] = TOUR_MODEL
+    choose_model(TOUR_MODEL)
 
 
 st.title("Compression Studio")

@@ -7,7 +7,7 @@ from compression.figures.analysis import (TRADEOFF_COLUMNS, pareto_front, result
                                          tradeoff_figure, unique_results)
 from compression.io.store import Store, default_store_path
 from ui.errors import show_error
-from ui.state import baseline_or_none, current_base, current_data
+from ui.state import baseline_or_none, current_base, current_data, session_results
 from ui.widgets import intro, metric_delta
 
 st.title("Trade-offs")
@@ -30,7 +30,7 @@ def store_rows(this_setup: bool) -> pd.DataFrame:
 
 
 base_m = baseline_or_none()
-frames = [results_frame(st.session_state.get("results", []), source="session")]
+frames = [results_frame(session_results(), source="session")]
 if st.checkbox("Include runs from the experiment store", True, key="to_store"):
     frames.append(store_rows(st.checkbox("Only runs of this model on this data", True, key="to_same_setup",
                                          help="Runs of other models or data sets are not comparable with "

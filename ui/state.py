@@ -1,5 +1,19 @@
 """This session's state: the base model, the working (kept) model, the data, the device and the
-results, in st.session_state; and the cached results of the current model on the current data."""
+results, in st.session_state; and the cached results of the current model on the current data.
+
+The keys the app shares between pages (pages read them through the functions here, never by name):
+    base: LoadedModel              the model every page starts from (a kept compressed model, once kept)
+    base_source: str               the sidebar choice it came from ("demo:NAME" or UPLOAD)
+    original: LoadedModel          the model before the first Keep (absent until then)
+    kept_steps: list[dict]         the configs kept, in order (the recipe the Export page offers)
+    working: dict                  the latest result on screen: {label, config, metrics}
+    results: list[dict]            this session's results for Trade-offs: {key, label, config, metrics, model}
+    recorded: dict[str, str]       results recorded in the run store: identity -> run id
+    data_obj: Dataset | None       an uploaded data set (None: the bundled digits)
+    device: str                    "cpu" or a CUDA device the sidebar offers
+    model_source: str              the sidebar's model choice (a widget key)
+Widget keys and page-local keys (a page's job, its last setup) belong to their page.
+"""
 from __future__ import annotations
 
 import streamlit as st
@@ -186,3 +200,23 @@ UPLOAD = "Upload a file…"
 
 
 BUNDLED = "digits (bundled)"
+
+
+def original_model() -> LoadedModel | None:
+    """The model before the first Keep, or None when nothing was kept."""
+    return st.session_state.get("original")
+
+
+def kept_steps() -> list[dict]:
+    """The configs kept so far, in order."""
+    return list(st.session_state.get("kept_steps", []))
+
+
+def session_results() -> list[dict]:
+    """This session's results (see add_result), oldest first."""
+    return list(st.session_state.get("results", []))
+
+
+def choose_model(source: str) -> None:
+    """Make the sidebar's model choice `source` ('demo:NAME'); it loads on the next run."""
+    st.session_state["model_source"] = source
