@@ -1,6 +1,6 @@
 """Does compression make inference faster? At batch 256:
 - channel pruning 50% (compression.methods.pruning.channel_prune, which times dense and pruned): pruned/dense;
-- real int8 (compression.methods.quantization.quantize_int8, dynamic int8 Linear): fp32/int8, on the MLP
+- real int8 (compression.methods.int8.quantize_int8, dynamic int8 Linear): fp32/int8, on the MLP
   and on a Linear-heavy transformer block (hidden 384, FFN 1536, plain torch nn);
 - unstructured sparsity (masks folded, zeros stored densely): dense kernels do not skip zeros.
 Each measurement is repeated in rounds (dense and compressed timed back to back in each) and the
@@ -20,7 +20,7 @@ from compression.models import zoo
 from compression.metrics.evaluate import measure_latency
 from compression.core.modules import fold_masks_
 from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
-from compression.methods.quantization import quantize_int8
+from compression.methods.int8 import quantize_int8
 
 BATCH = 256
 SEQ = 32

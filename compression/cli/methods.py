@@ -12,7 +12,7 @@ from compression.cli.common import (add_data_args, add_device_arg, add_model_arg
                                     eval_row, load_inputs, record)
 from compression.io.export import export_model
 from compression.methods import distillation, lowrank, pruning, quantization
-from compression.methods.quantization import int8_layers
+from compression.methods.int8 import int8_layers, quantize_int8
 from compression.methods.training import TrainConfig
 from compression.metrics.evaluate import count_macs
 from compression.models import zoo
@@ -119,7 +119,7 @@ def _int8_macs(model, data) -> dict:
 def cmd_quantize(args: argparse.Namespace) -> dict:
     loaded, data = load_inputs(args)
     if args.int8:
-        model, report = quantization.quantize_int8(loaded.model, measure=not args.no_latency,
+        model, report = quantize_int8(loaded.model, measure=not args.no_latency,
                                                    input_shape=data.input_shape)
         report.metrics.update(_int8_macs(model, data))
         save_path, args.save = args.save, None

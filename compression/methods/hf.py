@@ -28,7 +28,8 @@ from compression.core.quant import sqnr_db
 from compression.core.registry import MethodConfig, Report, check_range
 from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
 from compression.methods.pruning import PruneConfig, prune
-from compression.methods.quantization import QuantConfig, REAL_INT8, int8_layers, quantize
+from compression.methods.quantization import QuantConfig, quantize
+from compression.methods.int8 import REAL_INT8, int8_layers
 from compression.metrics.evaluate import count_params
 from compression.models.hf import HFModel
 from compression.models.hf_layers import embedding_names, linear_names, tied_heads

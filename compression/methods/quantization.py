@@ -17,12 +17,8 @@ Biases are never quantized: they stay fp32 (int8 kernels keep them in fp32 or in
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import statistics
-import warnings
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -35,16 +31,14 @@ from compression.core.quant import (CALIBRATIONS, QuantInfo, attach_act_quant, c
 from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.methods.training import StopFlag, TrainConfig, fit
-from compression.metrics.evaluate import LATENCY_BATCH, accuracy_and_loss, measure_latency
+from compression.metrics.evaluate import accuracy_and_loss
 
 SIMULATED = "simulated (fake quantization)"
-REAL_INT8 = "real int8 (dynamic quantization kernels)"
 FP32_BITS = (0, 32)          # layer_bits values that keep a layer in fp32
 ACT_SAMPLE = 1 << 18         # activation values kept for percentile / MSE calibration
 BIASES = "fp32 (biases are not quantized)"
 
 
-# ---- tensor level -----------------------------------------------------------------------------
 
 
 # ---- config -----------------------------------------------------------------------------------
@@ -236,7 +230,7 @@ def _quantize_inputs_(layers: dict[str, nn.Module], rows: list[dict], cfg: Quant
         row["act_bits"] = bits
 
 
-def _prepare_copy(model: nn.Module) -> nn.Module:
+def prepare_copy(model: nn.Module) -> nn.Module:
     """A deep copy with pruning masks folded into the weights and no input quantization (a
     fresh quantization replaces an earlier one). The caller's model is not touched."""
     work = fold_masks_(deepcopy_model(model))
@@ -273,7 +267,7 @@ def quantize(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None, **
     check_layer_names(model, [n for n, _ in cfg.layer_bits] + list(cfg.skip))
     if cfg.activations and data is None:
         raise ConfigError("Activation quantization needs data to calibrate the input ranges: pass a data set.")
-    work = _prepare_copy(model)
+    work = prepare_copy(model)
     return work, quantize_(work, cfg, data)
 
 
@@ -332,7 +326,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
     refuse_frozen_code(model, "Quantization-aware training")
     ptq, _ = quantize(model, cfg, data)
     before, _ = accuracy_and_loss(ptq, data.val)
-    work = _prepare_copy(model)
+    work = prepare_copy(model)
     layers, _ = weight_layers(work, skip=cfg.skip)
     if cfg.activations:  # train against the post-training input grid
         for name, layer in layers.items():
@@ -365,88 +359,5 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
     return trained, Report("qat", cfg.to_dict(), rows, skipped + kept, metrics, simulated=True)
 
 
-# ---- real int8 --------------------------------------------------------------------------------
-
-def _state_bytes(model: nn.Module) -> int:
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return len(buf.getvalue())
 
 
-@contextlib.contextmanager
-def _quiet_deprecations() -> Iterator[None]:
-    """Silence torch.ao.quantization's deprecation notices here only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*deprecated.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*deprecated.*", category=UserWarning)
-        yield
-
-
-def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = LATENCY_BATCH,
-                  input_shape: tuple[int, ...] | None = None, rounds: int = 5) -> tuple[nn.Module, Report]:
-    """Real int8 of a copy of `model`: torch.ao.quantization.quantize_dynamic on its Linear layers
-    (int8 weights, inputs quantized on the fly by the int8 kernels, fp32 out). Conv and Embedding
-    layers stay fp32 and are listed as skipped. Any simulated input quantization is dropped.
-
-    Args:
-        measure: time fp32 and int8 (evaluate.measure_latency) at `batch_size` (default
-            LATENCY_BATCH, the batch every other latency is measured at) on a random input
-            of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)), paired:
-            `rounds` rounds of fp32 then int8, so both see the same machine state.
-    Returns:
-        (model, Report) with simulated=False, rows {layer, type, bits, kernel, sqnr_db} and metrics
-        {label, simulated, int8_layers, fp32_file_bytes, int8_file_bytes, bytes_how, size_ratio
-        (= int8_file_bytes / fp32_file_bytes)} plus, when measured, {fp32_latency_ms,
-        int8_latency_ms (medians over the rounds of each round's median), speedup (their ratio),
-        speedup_min, speedup_max, speedup_iqr (of the per-round ratios), latency_rounds,
-        latency_batch, input_shape}.
-    """
-    refuse_frozen_code(model, "Real int8 (module swapping)")
-    fp32 = _prepare_copy(model).eval()
-    layers, skipped = weight_layers(fp32)
-    linears = [n for n, m in layers.items() if isinstance(m, nn.Linear)]
-    skipped += [(n, f"{type(m).__name__}: PyTorch has no dynamic int8 kernel for it; kept fp32")
-                for n, m in layers.items() if not isinstance(m, nn.Linear)]
-    if not linears:
-        raise UnsupportedLayerError("Real int8 needs Linear layers: PyTorch's dynamic int8 kernels cover only those.")
-    with _quiet_deprecations():
-        q = torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)  # copies fp32
-        rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
-                 "sqnr_db": sqnr_db(layers[n].weight, q.get_submodule(n).weight().dequantize())} for n in linears]
-        fp32_file_bytes, int8_file_bytes = _state_bytes(fp32), _state_bytes(q)
-        metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(linears),
-                   "fp32_file_bytes": fp32_file_bytes, "int8_file_bytes": int8_file_bytes,
-                   "size_ratio": int8_file_bytes / fp32_file_bytes,
-                   "bytes_how": "bytes written by torch.save(model.state_dict()) into memory (fp32 model "
-                                "with pruning masks folded vs int8 model with packed weights)"}
-        if measure:
-            metrics.update(_int8_latency(fp32, q, batch_size, input_shape, rounds))
-    return q, Report("int8", {"kind": "int8"}, rows, skipped, metrics, simulated=False)
-
-
-def _int8_latency(fp32: nn.Module, q: nn.Module, batch_size: int, input_shape: tuple[int, ...] | None,
-                  rounds: int, repeats: int = 10) -> dict:
-    """Paired latency: `rounds` rounds of fp32 then int8 (`repeats` timed runs each), medians."""
-    if rounds < 1:
-        raise ConfigError(f"rounds must be at least 1, got {rounds}")
-    arch = getattr(fp32, "zoo_arch", None) or {}
-    size = arch.get("image_size", 8)
-    shape = tuple(input_shape) if input_shape else (arch.get("in_channels", 1), size, size)
-    x = torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
-    t_fp32, t_int8 = [], []
-    for _ in range(rounds):
-        t_fp32.append(measure_latency(fp32, x, repeats=repeats).median_ms)
-        t_int8.append(measure_latency(q, x, repeats=repeats).median_ms)
-    ratios = [a / b for a, b in zip(t_fp32, t_int8)]
-    q1, _, q3 = statistics.quantiles(ratios, n=4) if rounds > 1 else (ratios[0],) * 3
-    fp32_ms, int8_ms = statistics.median(t_fp32), statistics.median(t_int8)
-    return {"fp32_latency_ms": fp32_ms, "int8_latency_ms": int8_ms, "speedup": fp32_ms / int8_ms,
-            "speedup_min": min(ratios), "speedup_max": max(ratios), "speedup_iqr": q3 - q1,
-            "latency_rounds": rounds, "latency_batch": batch_size, "input_shape": list(shape)}
-
-
-def int8_layers(model: nn.Module) -> list[str]:
-    """Names of the real dynamic int8 Linear modules (torch.ao.nn.quantized.dynamic.Linear)."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynLinear
-
-    return [n for n, m in model.named_modules() if isinstance(m, DynLinear)]

@@ -9,7 +9,7 @@ from compression.core.devices import on_device
 from compression.core.modules import fold_masks_
 from compression.core.registry import compress
 from compression.data.datasets import Dataset
-from compression.methods.quantization import quantize_int8
+from compression.methods.int8 import quantize_int8
 from compression.metrics.evaluate import LATENCY_BATCH, evaluate
 from compression.metrics.latency import LATENCY_ROUNDS, PairedLatency, paired_on_data
 

@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from compression.methods import quantization
-from compression.models import zoo
 from compression.core.errors import ConfigError
+from compression.methods.int8 import int8_layers, quantize_int8
 from compression.metrics.evaluate import count_macs, count_params
-from compression.methods.quantization import int8_layers, quantize_int8
+from compression.models import zoo
 from tests.compression.cli.clitools import run_cli
 
 DIGIT = (1, 1, 8, 8)  # batch 1 of the digits input
@@ -96,7 +95,7 @@ def test_cli_int8_json_keys_distinct_and_consistent(capsys):
 
 def test_no_int8_report_key_is_hidden_by_the_evaluation(capsys):
     """One name per quantity: every key of the real-int8 report reaches the CLI result unchanged."""
-    _, report = quantization.quantize_int8(zoo.load_pretrained("mlp"), measure=False)
+    _, report = quantize_int8(zoo.load_pretrained("mlp"), measure=False)
     code, out, _ = run_cli(capsys, "quantize", "--model", "demo:mlp", "--int8", "--json", "--no-latency", "--no-store")
     result = json.loads(out)
     assert code == 0 and all(result[k] == v for k, v in report.metrics.items() if not isinstance(v, float)), result
