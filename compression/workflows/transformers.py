@@ -16,7 +16,8 @@ from compression.analysis.hf import (choose_int8, int8_layer_sweep, int8_tradeof
 from compression.models.hf_demo import build_tokenizer, make_demo_folder
 from compression.methods.hf_distill import HFDistillConfig, distill_hf, make_student
 from compression.models.hf_layers import block_roles, blocks, hf_layer_table, linear_names, tied_heads, weight_values
-from compression.models.hf import ARCHS, KINDS, HFModel, load_hf_folder, model_kind
+from compression.models.hf import KINDS, HFModel, load_hf_folder, model_kind
+from compression.models.hf_archs import ARCHS
 from compression.methods.hf import (HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, compress_hf,
                                     hf_config_from_dict, nm_mask)
 from compression.metrics.text import compare, fidelity, make_probe, model_outputs, neighbour_agreement, text_latency

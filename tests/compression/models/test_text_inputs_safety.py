@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from compression.models import hf as hf_loading
+from compression.models import hf_checks
 from compression.workflows import transformers as ts
 from compression.cli.transformers import check_counts
 from compression.core.errors import ConfigError, ModelLoadError
@@ -148,7 +149,7 @@ def test_without_our_check_transformers_still_runs_nothing_and_asks_nothing(fold
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(cls, "from_pretrained", spy)
-    monkeypatch.setattr(hf_loading, "check_no_remote_code", lambda folder, config: None)
+    monkeypatch.setattr(hf_checks, "check_no_remote_code", lambda folder, config: None)
     marker = _plant_evil(folder, tmp_path)
     _edit_json(folder / "config.json", auto_map={"AutoConfig": "modeling_evil.EvilConfig",
                                                  "AutoModel": "modeling_evil.EvilModel"})
@@ -170,7 +171,7 @@ def test_a_plain_folder_loads_without_reading_stdin(folder, stdin_reads):
 # ---- config.json -------------------------------------------------------------------------------
 
 def test_oversized_config_is_refused_unread(folder, monkeypatch):
-    _edit_json(folder / "config.json", notes="x" * (hf_loading.JSON_MAX_BYTES + 1))
+    _edit_json(folder / "config.json", notes="x" * (hf_checks.JSON_MAX_BYTES + 1))
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match="config.json is .* bytes, over the"):
         ts.load_hf_folder(folder)
@@ -187,24 +188,24 @@ def test_deeply_nested_config_is_refused(folder, monkeypatch, capsys):
 def test_brackets_inside_strings_do_not_count_as_nesting(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"note": "[{" * 1000 + '\\"\\\\', "ok": [[1]]}))
-    assert hf_loading.read_json_file(path)["ok"] == [[1]]
+    assert hf_checks.read_json_file(path)["ok"] == [[1]]
 
 
 def test_depth_scan_is_linear_on_escaped_quotes(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"a": "' + '\\"' * 400_000 + '"}')  # quadratic for a string-matching regex
     start = time.perf_counter()
-    assert len(hf_loading.read_json_file(path)["a"]) == 400_000
+    assert len(hf_checks.read_json_file(path)["a"]) == 400_000
     assert time.perf_counter() - start < 2
 
 
 def test_json_that_still_recurses_too_deep_is_a_typed_error(tmp_path, monkeypatch):
     """The depth scan runs first; should json.loads still overflow the stack, that is typed too."""
-    monkeypatch.setattr(hf_loading, "_check_json_depth", lambda text, name: None)
+    monkeypatch.setattr(hf_checks, "_check_json_depth", lambda text, name: None)
     path = tmp_path / "config.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ModelLoadError, match="Cannot read"):
-        hf_loading.read_json_file(path)
+        hf_checks.read_json_file(path)
 
 
 @pytest.mark.parametrize("fields, match", [
