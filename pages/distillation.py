@@ -3,6 +3,7 @@ student trained on the labels alone. Training runs as a background job with live
 import streamlit as st
 
 from compression.figures.analysis import curve_figure
+from compression.metrics.summary import distillation_note
 from compression.models import zoo
 from compression.workflows.background import distill_work
 from ui.cache import own_demo_model
@@ -96,6 +97,10 @@ if result and result.get("distilled"):
     metric_delta(c3, "Teacher accuracy", tm.get("accuracy"), None)
     metric_delta(c4, "Student size", dm["size_bytes"] / 1024, tm["size_bytes"] / 1024 if tm else None,
                  pct=False, fmt="{:.1f}", unit=" KiB", inverse=True, help="delta: against the teacher")
+    hint = distillation_note(dm["accuracy"], bm["accuracy"] if bm else None,
+                             int(setup.get("config", {}).get("epochs", 0)))
+    if hint:
+        st.warning(hint)
     if dm.get("agreement") is not None:
         st.caption(f"The distilled student agrees with the teacher on {dm['agreement']:.1%} of test samples"
                    + (f" (without the teacher: {bm['agreement']:.1%})." if bm and bm.get("agreement") is not None

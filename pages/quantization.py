@@ -2,11 +2,12 @@
 import pandas as pd
 import streamlit as st
 
+from compression.core.modules import weight_layers
 from compression.figures.common import curve_figure
 from compression.figures.compress import sim_vs_real_figure, sqnr_figure
 from compression.methods.quantization import QuantConfig, qat_finetune
 from compression.methods.training import TrainConfig
-from compression.metrics.summary import size_change
+from compression.metrics.summary import int8_size_note, size_change
 from compression.workflows.slider import speed_note
 from ui.errors import show_error
 from ui.jobs import epoch_callback, tune_ui
@@ -74,6 +75,10 @@ if real is not None:
                    note="Real int8 kernels against the fp32 original, timed together on the scored samples.")
     k4.metric("Layers on int8 kernels", f"{real['report']['metrics']['int8_layers']}",
               help="; ".join(f"{s['layer']}: {s['reason']}" for s in real["report"]["skipped"]) or "all")
+    size_note = int8_size_note(base_m["size_bytes"], rm["size_bytes"], int(real["report"]["metrics"]["int8_layers"]),
+                               len(weight_layers(current_base().model)[0]))
+    if size_note:
+        st.warning(size_note)
     st.caption("Fixed settings: 8-bit weights per tensor, inputs quantized on the fly by PyTorch's dynamic int8 "
                "kernels (Linear layers only); independent of the controls above.")
 

@@ -7,8 +7,10 @@ import streamlit as st
 from compression.analysis.layer_notes import why_sensitive
 from compression.analysis.proxies import measured_sensitivity
 from compression.core.glossary import help_for
+from compression.core.modules import weight_layers
 from compression.figures.analysis import (allocation_figure, correlation_figure, proxy_figure, sweep_heatmap_figure,
                                           sweep_lines_figure)
+from compression.metrics.summary import ranking_note
 from compression.workflows.background import sweep_work
 from ui.errors import show_error
 from ui.jobs import finished_result, job_panel, live_events, start_background
@@ -100,6 +102,10 @@ base_acc = sweep.attrs.get("baseline_accuracy")
 scores = measured_sensitivity(sweep)  # mean accuracy drop over the swept levels, per layer
 if sweep.attrs.get("stopped"):
     st.warning(f"Stopped early: the figures show the {len(sweep)} points measured before the stop.")
+note = ranking_note(scores, len(weight_layers(base.model)[0]))
+if note:
+    st.warning(note)
+    st.stop()
 c1, c2, c3 = st.columns(3)
 c1.metric("Most sensitive layer", str(scores.idxmax()), delta=f"-{scores.max() * 100:.2f} pts on average",
           help=help_for("sensitivity"))

@@ -61,3 +61,34 @@ def chance_note(accuracy: float, num_classes: int, baseline: float, margin: floa
         return (f"Accuracy {accuracy:.1%} is at chance ({chance:.0%} for {num_classes} classes): this setting "
                 "destroys what the model learned. Lower it, or fine-tune afterwards.")
     return None
+
+
+def ranking_note(scores: pd.Series, layers_swept: int) -> str | None:
+    """Why a sensitivity ranking cannot name a most and a least sensitive layer, or None when it
+    can: fewer than two layers measured (a stopped sweep) or every layer tied."""
+    if len(scores) < 2:
+        return (f"Only {len(scores)} of {layers_swept} layers measured before the stop: a ranking needs at "
+                "least two. Run the sweep again to the end.")
+    if float(scores.max() - scores.min()) < 1e-9:
+        return "Every layer measured the same drop: no layer is more sensitive than another at these levels."
+    return None
+
+
+def distillation_note(distilled: float, alone: float | None, epochs: int) -> str | None:
+    """A hint when the distilled student loses to the same student trained on the labels alone."""
+    if alone is None or distilled >= alone:
+        return None
+    return (f"The distilled student ({distilled:.1%}) is below the student trained alone ({alone:.1%}) after "
+            f"{epochs} epoch{'s' if epochs != 1 else ''}: matching the teacher's soft targets usually needs more "
+            "epochs than fitting the labels (try 10-20), or a lower temperature.")
+
+
+def int8_size_note(fp32_bytes: int, int8_bytes: int, int8_layers: int, layers: int) -> str | None:
+    """Why a real int8 model is not smaller, or None when it is: few layers on int8 kernels, and a
+    packed int8 layer carries its scales and the fp32 rest of the model beside it."""
+    if int8_bytes < fp32_bytes:
+        return None
+    return (f"Not smaller: only {int8_layers} of {layers} weight layers run on int8 kernels (PyTorch's dynamic "
+            "int8 covers Linear layers only), and the file holds each packed layer's scales and "
+            "serialisation beside the fp32 rest, so it is "
+            f"{size_change(fp32_bytes, int8_bytes)} than the fp32 model.")
