@@ -11,10 +11,10 @@ import time
 
 import torch
 
-from benchmarks import memory, slider, speedups, startup, sweep, transformer
+from benchmarks import channel, memory, proxies, slider, speedups, startup, sweep, transformer
 
 CHROMIUM = "/usr/bin/chromium"
-ALL = ["sweep", "slider", "speedups", "memory", "startup", "transformer"]
+ALL = ["sweep", "slider", "speedups", "memory", "startup", "transformer", "proxies", "channel"]
 
 
 def run_startup(quick: bool) -> dict:
@@ -26,7 +26,8 @@ def run_startup(quick: bool) -> dict:
 
 def run_all(quick: bool = False, only: list[str] | None = None) -> dict:
     runners = {"sweep": sweep.run, "slider": slider.run, "speedups": speedups.run, "memory": memory.run,
-               "startup": run_startup, "transformer": transformer.run}
+               "startup": run_startup, "transformer": transformer.run, "proxies": proxies.run,
+               "channel": channel.run}
     out: dict = {"quick": quick, "machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__,
                                              "python": platform.python_version(),
                                              "cuda": torch.cuda.is_available()}}

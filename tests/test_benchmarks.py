@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks import memory, slider, speedups, sweep
+from benchmarks import channel, memory, proxies, slider, speedups, sweep
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -35,6 +35,20 @@ def test_memory_quick():
     res = memory.run(quick=True, model_name="mlp", n_levels=2)
     assert res["sweep_peak_mb"] >= res["baseline_mb"] > 0
     assert res["model_mb"] > 0 and res["naive_sweep_extra_mb"] >= 0 and res["forward_extra_mb"] >= 0
+
+
+def test_proxies_quick_agree_with_before():
+    res = proxies.run(quick=True, model_name="lenet5")
+    assert res["proxies_resnet_s"] > 0 and res["proxies_before_s"] > 0 and res["proxies_layers"] == 5
+    assert res["proxies_same_vectors"] and res["proxies_same_importance"]
+    assert res["proxies_max_trace_diff_se"] < 0.01
+
+
+def test_channel_switch_quick():
+    res = channel.run(quick=True, models=["mlp"])
+    assert res["channel_switch_s"]["mlp"] > 0 and res["channel_curve_untimed_s"]["mlp"] > 0
+    assert set(res["channel_switch_steps_s"]["mlp"]) == {"result", "latency", "curve", "copy"}
+    assert res["channel_curve_levels"] == 9
 
 
 def test_transformer_block_is_linear_heavy():

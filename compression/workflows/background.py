@@ -73,7 +73,13 @@ def sweep_work(model, data, kind: str, levels: Sequence, proxies: bool = True,
         out = {"sweep": sweep, "proxies": None, "correlations": None}
         if proxies and not job.stop.is_set() and len(sweep):
             job.report(share, "computing the proxies (Hessian trace, importance)")
-            out["proxies"], out["correlations"] = proxy_table(model, data, sweep)
+
+            def on_proxy(done: int, total: int, message: str) -> None:
+                job.report(share + (1 - share) * done / max(total, 1), message)
+
+            table, corr = proxy_table(model, data, sweep, callback=on_proxy, stop=job.stop)
+            if not table.attrs.get("stopped"):  # a stopped table's NaN correlations are not results
+                out["proxies"], out["correlations"] = table, corr
         return out
 
     return work

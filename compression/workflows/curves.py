@@ -19,7 +19,7 @@ def sweep_configs(model: nn.Module, data: Dataset, configs: dict[float, MethodCo
     """Accuracy and loss of `model` compressed by each config, as rows {x, accuracy, loss}."""
     rows = []
     for value, cfg in configs.items():
-        compressed, _ = compress(model, cfg, data)
+        compressed, _ = compress(model, cfg, data, measure_latency=False)  # a curve point: no timing
         acc, loss = accuracy_and_loss(compressed, data.split(split or data.eval_split))
         rows.append({x: value, "accuracy": acc, "loss": loss})
     return pd.DataFrame(rows).sort_values(x, ignore_index=True)

@@ -149,3 +149,147 @@ def test_proxy_table(digits, pretrained, monkeypatch):
     assert corr["params"] == pytest.approx(P.spearman(table["params"], table["sensitivity"]))
     assert all(-1 <= v <= 1 for v in corr.values() if not math.isnan(v))
     assert module_hooks(model) == {}
+
+
+# ---- speed without a change of numbers: folded BatchNorm, one thread; progress and Stop ----------
+
+RESNET_TRACES = {  # hutchinson(resnet, n_samples=16, batches=1, batch_size=64, rtol=0, seed=0) before
+    "stem.0": 3.387018, "layers.0.conv1": 21.778279, "layers.0.conv2": 11.693662,  # folding and one thread
+    "layers.1.conv1": 5.72549, "layers.1.conv2": 4.178735, "layers.1.shortcut.0": 0.811763,
+    "layers.2.conv1": 2.316006, "layers.2.conv2": 0.505056, "layers.2.shortcut.0": 0.162656, "fc": 0.429343}
+
+
+@pytest.fixture(scope="module")
+def conv_bn(tiny_data):
+    """Conv -> BatchNorm (seeded, non-trivial running statistics) -> ReLU -> Linear, on 1x8x8 images."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 4))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.2, 3.0)
+        model[1].weight.uniform_(0.5, 2.0)
+        model[1].bias.uniform_(-0.5, 0.5)
+    return model.eval(), tiny_data
+
+
+def test_folded_batchnorm_gives_the_same_hessian(conv_bn):
+    model, data = conv_bn
+    x = data.train.X[:8]
+    m, params, scales = P._grad_model(model, ["0", "4"], x)
+    assert set(scales) == {"0"} and not any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
+    kw = dict(n_samples=32, batches=1, batch_size=64, rtol=0, seed=1)
+    folded, plain = P.hutchinson(model, data, **kw), P.hutchinson(model, data, fold_batchnorm=False, **kw)
+    for name in ("0", "4"):
+        assert folded[name].trace == pytest.approx(plain[name].trace, rel=1e-5)
+        assert torch.allclose(folded[name].diag, plain[name].diag, rtol=1e-4, atol=1e-6)
+        assert folded[name].n_vectors == plain[name].n_vectors == 32
+    x, y = data.train.X[:64], data.train.y[:64]                      # and against the exact Hessian
+    exact = P.hutchinson(model, data, ["0"], n_samples=2000, batches=1, batch_size=64, rtol=0)["0"]
+    assert exact.trace == pytest.approx(exact_hessian_diag(model, "0", x, y).sum().item(), rel=0.05)
+
+
+def test_hutchinson_unchanged_on_the_resnet(digits, pretrained):
+    """Same vectors, same numbers as before folding and one thread (float rounding apart), and
+    torch's thread count is restored."""
+    threads = torch.get_num_threads()
+    est = P.hutchinson(pretrained("resnet"), digits, n_samples=16, batches=1, batch_size=64, rtol=0, seed=0)
+    assert torch.get_num_threads() == threads
+    assert {n: e.trace for n, e in est.items()} == pytest.approx(RESNET_TRACES, rel=1e-5)
+    assert all(e.n_vectors == 16 for e in est.values())
+
+
+def test_hutchinson_workers_change_nothing_but_the_time(digits, pretrained):
+    import threading
+
+    model, kw = pretrained("resnet"), dict(n_samples=32, batches=1, batch_size=64, rtol=0.2, min_samples=4)
+    calls = []
+    one = P.hutchinson(model, digits, workers=1, **kw)
+    three = P.hutchinson(model, digits, workers=3, callback=lambda *a: calls.append(a), **kw)
+    assert list(three) == list(one)                                    # layer order, whoever finished first
+    for name, e in one.items():
+        assert (three[name].trace, three[name].stderr, three[name].n_vectors) == (e.trace, e.stderr, e.n_vectors)
+        assert torch.equal(three[name].diag, e.diag)
+    finished = [d for d, _, m in calls if "vectors)" in m]
+    assert finished == list(range(1, len(one) + 1)) and all(t == len(one) for _, t, _ in calls)
+    stop = threading.Event()
+
+    def stop_after_two(done: int, total: int, message: str) -> None:
+        if done >= 2:
+            stop.set()
+
+    part = P.hutchinson(model, digits, workers=3, callback=stop_after_two, stop=stop, **kw)
+    assert 2 <= len(part) < len(one) and all(part[n].trace == one[n].trace for n in part)
+
+
+def test_hutchinson_on_a_model_fx_cannot_trace(tiny):
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > -1e9 else -self.fc(x)   # data-dependent: fx refuses
+
+    model, data = tiny
+    branchy = Branchy().eval()
+    est = P.hutchinson(branchy, data, n_samples=4, rtol=0)
+    assert list(est) == ["fc"] and est["fc"].n_vectors == 4
+
+
+def lenet_sweep() -> pd.DataFrame:
+    layers = ["conv1", "conv2", "fcs.0", "fcs.1", "fcs.2"]
+    sweep = pd.DataFrame({"layer": layers, "level": [0.9] * 5, "accuracy": [0.5, 0.6, 0.97, 0.9, 0.7],
+                          "loss": [1.0] * 5})
+    sweep.attrs["baseline_accuracy"] = 0.98
+    return sweep
+
+
+def test_proxy_table_reports_progress(digits, pretrained):
+    calls = []
+    table, corr = P.proxy_table(pretrained("lenet5"), digits, lenet_sweep(), hessian_samples=16,
+                                importance_samples=16, callback=lambda *a: calls.append(a))
+    total = 5 * (1 + len(P.IMPORTANCE_METHODS))
+    assert {t for _, t, _ in calls} == {total} and calls[-1][0] == total
+    done = [d for d, _, _ in calls]
+    assert done == sorted(done) and set(range(1, total + 1)) <= set(done)   # every step, in order
+    assert any("vectors" in m and d == 0 for d, _, m in calls)              # messages within a layer
+    assert table.attrs["stopped"] is False and table.attrs["incomplete"] == []
+    assert set(table.attrs["hessian_vectors"]) == set(table["layer"])
+    assert not any(math.isnan(corr[c]) for c in ("hessian_trace", "gradxact", "conductance"))
+
+
+@pytest.mark.parametrize("after", [3, 8])   # during the Hessian / during the first importance method
+def test_proxy_table_stops_with_what_it_has(digits, pretrained, after):
+    import threading
+
+    stop, calls = threading.Event(), []
+
+    def callback(done: int, total: int, message: str) -> None:
+        calls.append(done)
+        if done >= after:
+            stop.set()
+
+    model = pretrained("lenet5")
+    table, corr = P.proxy_table(model, digits, lenet_sweep(), hessian_samples=16, importance_samples=16,
+                                callback=callback, stop=stop, workers=1)
+    assert max(calls) == after and table.attrs["stopped"] is True
+    assert table["layer"].tolist() == ["conv1", "conv2", "fcs.0", "fcs.1", "fcs.2"]
+    assert not table["params"].isna().any() and not math.isnan(corr["params"])   # weight statistics: all there
+    methods = list(P.IMPORTANCE_METHODS)
+    expected = [*P.HESSIAN_COLUMNS, *methods] if after < 5 else methods
+    assert table.attrs["incomplete"] == expected
+    assert all(math.isnan(corr[c]) for c in expected if c in corr)
+    if after < 5:
+        assert table["hessian_trace"].isna().sum() == 5 - after and table[methods].isna().all().all()
+    else:
+        assert not table["hessian_trace"].isna().any() and not math.isnan(corr["hessian_trace"])
+        assert table["gradxact"].isna().sum() == 5 - (after - 5)
+    assert module_hooks(model) == {}
+
+
+def test_layer_importance_progress_and_stop(digits, pretrained):
+    model, calls = pretrained("lenet5"), []
+    scores = P.layer_importance(model, digits, n=8, callback=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == list(range(1, len(scores) + 1)) and calls[-1][1] == len(scores)
+    assert P.layer_importance(model, digits, n=8, stop=lambda: True) == {}
+    assert module_hooks(model) == {}
