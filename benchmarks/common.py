@@ -62,3 +62,15 @@ def main(run: Callable[[bool], dict]) -> None:
     out = run(args.quick)
     if args.json:
         print(json.dumps(out))
+
+
+def in_turns(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, list[float]], dict]:
+    """Seconds of each fn, run in turn `repeats` times (drift hits all alike), and each one's last output."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    outs = {}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[k] = fn()
+            times[k].append(time.perf_counter() - t0)
+    return times, outs

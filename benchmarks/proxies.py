@@ -8,14 +8,12 @@ Target: proxies_resnet_s <= 30 s."""
 from __future__ import annotations
 
 import statistics
-import time
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import main, print_table
+from benchmarks.common import in_turns, main, print_table
 from compression.analysis import proxies as P
 from compression.analysis.sensitivity import prune_sweep
 from compression.data import datasets as data_mod
@@ -47,24 +45,13 @@ def before(model, data, sweep: pd.DataFrame, hessian_samples: int, importance_sa
     return out
 
 
-def _turns(fns: dict[str, Callable[[], pd.DataFrame]], repeats: int) -> tuple[dict[str, list[float]], dict]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    outs = {}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            outs[k] = fn()
-            times[k].append(time.perf_counter() - t0)
-    return times, outs
-
-
 def run(quick: bool = False, model_name: str | None = None, repeats: int | None = None) -> dict:
     name = model_name or ("lenet5" if quick else "resnet")
     model, data = zoo.load_pretrained(name).eval(), data_mod.load_digits()
     sweep = prune_sweep(model, data, [0.0, 0.5] if quick else [0.0, 0.5, 0.9])
     hs, imp = (8, 8) if quick else (256, 64)
     repeats = repeats or (1 if quick else 3)
-    times, outs = _turns({"before": lambda: before(model, data, sweep, hs, imp),
+    times, outs = in_turns({"before": lambda: before(model, data, sweep, hs, imp),
                           "ours": lambda: P.proxy_table(model, data, sweep, hessian_samples=hs,
                                                         importance_samples=imp)[0]}, repeats)
     old, new = outs["before"], outs["ours"]

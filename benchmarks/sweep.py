@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from typing import Callable
 
 import pandas as pd
 
-from benchmarks.common import print_table
+from benchmarks.common import in_turns, print_table
 from compression.data import datasets as data_mod
 from compression.analysis import sensitivity
 from compression.models import zoo
@@ -42,13 +41,7 @@ def levels_for(quick: bool, n_levels: int | None) -> list[float]:
 
 def _interleaved(fns: dict[str, Callable[[], pd.DataFrame]], repeats: int) -> tuple[dict[str, float], dict]:
     """Median seconds of each fn, run in turn `repeats` times (drift hits all alike)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    outs = {}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            outs[k] = fn()
-            times[k].append(time.perf_counter() - t0)
+    times, outs = in_turns(fns, repeats)
     return {k: statistics.median(v) for k, v in times.items()}, outs
 
 
