@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from benchmarks.common import main, print_table, timed
-from compression.workflows import transformers as ts
-from compression.models.hf_demo import build_tokenizer, demo_model
 from compression.data.text import SAMPLE_PATH, read_lines
+from compression.models.hf_demo import build_tokenizer, demo_model
+from compression.workflows import transformers as ts
 
 TARGET_MS = 2000.0
 SIZES = {"vocab_size": 8192, "hidden": 512, "layers": 6, "heads": 8, "intermediate": 2048}
@@ -50,7 +50,7 @@ def run(quick: bool = False, sizes: dict | None = None, methods: tuple[str, ...]
         return _measure(hf, data, sizes, methods, repeats)
 
 
-def _measure(hf: ts.HFModel, data: ts.TextData, sizes: dict, methods: tuple[str, ...], repeats: int) -> dict:
+def _measure(hf: ts.Model, data: ts.TextData, sizes: dict, methods: tuple[str, ...], repeats: int) -> dict:
     params = int(hf.summary["params"])
     slider, then_latency = {}, {}
     for m in methods:

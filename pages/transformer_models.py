@@ -45,7 +45,7 @@ def load(make) -> None:
         show_error(exc, "Could not load the model")
 
 
-def make_demo(kind: str) -> ts.HFModel:
+def make_demo(kind: str) -> ts.Model:
     tmp = tempfile.TemporaryDirectory(prefix="hf-demo-")  # removed when the session ends
     st.session_state["hf_tmp"] = tmp
     return ts.load_hf_folder(ts.make_demo_folder(tmp.name, kind))
@@ -73,7 +73,7 @@ if source == UPLOAD:
     except Exception as exc:
         show_error(exc, "Could not use those texts; using the sample sentences")
 s = hf.summary
-st.caption(f"**{hf.name}**: {hf.kind}, {s['architecture']} ({s['layers']} blocks, {s['heads']} heads, hidden "
+st.caption(f"**{hf.name}**: {hf.task}, {s['architecture']} ({s['layers']} blocks, {s['heads']} heads, hidden "
            f"{s['hidden_size']}), {s['params']:,} parameters · texts: {data.name} ({len(data)})"
            + "".join(f" · {n}" for n in hf.notes))
 
@@ -114,7 +114,7 @@ if saved and saved[:2] == (hf.fingerprint, data.fingerprint):
     st.caption(f"**{r['label']}** on {min(len(data), 256)} texts")
     k1, k2, k3, k4 = st.columns(4)
     k1.metric(f"Fidelity ({r['fidelity_metric']})", f"{r['fidelity']:.4f}", delta=f"{r['fidelity'] - 1:+.4f}")
-    if hf.kind == "encoder":
+    if hf.task == "encoder":
         k2.metric("Top-5 neighbour agreement", f"{r['neighbour_agreement']:.2%}",
                   delta=f"{(r['neighbour_agreement'] - 1) * 100:+.1f} pts")
     else:

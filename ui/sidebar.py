@@ -48,7 +48,7 @@ def _load_upload(upload, arch: str | None) -> None:
         return
     st.session_state["uploaded_model"] = loaded
     set_base(loaded, UPLOAD)
-    st.success(f"Loaded {loaded.name} ({loaded.kind}).")
+    st.success(f"Loaded {loaded.name} ({loaded.origin}).")
 
 
 def _upload_status(error: str | None, uploaded, in_use: str, what: str) -> None:

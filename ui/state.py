@@ -2,9 +2,9 @@
 results, in st.session_state; and the cached results of the current model on the current data.
 
 The keys the app shares between pages (pages read them through the functions here, never by name):
-    base: LoadedModel              the model every page starts from (a kept compressed model, once kept)
+    base: Model              the model every page starts from (a kept compressed model, once kept)
     base_source: str               the sidebar choice it came from ("demo:NAME" or UPLOAD)
-    original: LoadedModel          the model before the first Keep (absent until then)
+    original: Model          the model before the first Keep (absent until then)
     kept_steps: list[dict]         the configs kept, in order (the recipe the Export page offers)
     working: dict                  the latest result on screen: {label, config, metrics}
     results: list[dict]            this session's results for Trade-offs: {key, label, config, metrics, model}
@@ -24,7 +24,7 @@ from compression.core.registry import compress
 from compression.data.datasets import Dataset
 from compression.io.store import Store
 from compression.models import zoo
-from compression.models.loading import LoadedModel
+from compression.models.model import Model
 from compression.workflows.slider import LATENCY_FIELDS, speed_note
 from ui.cache import (baseline_metrics, cached_compressed, cached_curve, cached_latency, cached_real_int8,
                       cached_weights_inputs, own_demo_model, shared_digits)
@@ -42,7 +42,7 @@ def current_data() -> Dataset:
     return st.session_state.get("data_obj") or shared_digits()
 
 
-def current_base() -> LoadedModel:
+def current_base() -> Model:
     """This session's base model (loaded on first use: the first built-in model)."""
     base = st.session_state.get("base")
     if base is None:
@@ -53,8 +53,8 @@ def current_base() -> LoadedModel:
     return base
 
 
-def demo_loaded(name: str) -> LoadedModel:
-    return LoadedModel(own_demo_model(name), "demo", f"demo:{name}", f"demo:{name}", name)
+def demo_loaded(name: str) -> Model:
+    return Model(own_demo_model(name), "demo", f"demo:{name}", f"demo:{name}", name)
 
 
 def base_metrics() -> dict:
@@ -62,7 +62,7 @@ def base_metrics() -> dict:
     return baseline_metrics(base.model, base.fingerprint, data, data.fingerprint, current_device())
 
 
-def set_base(loaded: LoadedModel, source: str) -> None:
+def set_base(loaded: Model, source: str) -> None:
     """Make `loaded` this session's base model; what was compressed from the previous one goes."""
     st.session_state["base"], st.session_state["base_source"] = loaded, source
     st.session_state.pop("working", None)
@@ -138,8 +138,7 @@ def keep_as_working(model: torch.nn.Module, label: str) -> None:
     if working.get("config"):
         st.session_state.setdefault("kept_steps", []).append(working["config"])
         record_result(working["label"], working["config"], working["metrics"])  # kept on purpose: recorded
-    st.session_state["base"] = LoadedModel(model, "compressed", f"{base.name} → {label}",
-                                           f"{base.fingerprint}|{label}", base.arch)
+    st.session_state["base"] = base.replace(model, label, origin="compressed")
     st.session_state.pop("working", None)
 
 
@@ -202,7 +201,7 @@ UPLOAD = "Upload a file…"
 BUNDLED = "digits (bundled)"
 
 
-def original_model() -> LoadedModel | None:
+def original_model() -> Model | None:
     """The model before the first Keep, or None when nothing was kept."""
     return st.session_state.get("original")
 

@@ -22,14 +22,13 @@ from compression.methods.hf import compress_hf, int8_copy
 from compression.methods.pruning import magnitude_mask
 from compression.methods.training import StopFlag, is_stopped
 from compression.metrics.text import Probe, cached_probe, make_probe, text_latency
-from compression.models.hf import HFModel
-from compression.models.hf_layers import embedding_names, group_of, linear_names
+from compression.models.model import Model, embedding_names, linear_names
 
 SweepCallback = Callable[[int, int, dict], None]   # (done, total, row)
 FIDELITY_KEYS = ("fidelity", "cosine", "neighbour_agreement", "agreement", "kl_divergence", "perplexity", "accuracy")
 
 
-def latency_fields(hf: HFModel, model: nn.Module, batch_size: int = 8, seq_len: int = 32, repeats: int = 10,
+def latency_fields(hf: Model, model: nn.Module, batch_size: int = 8, seq_len: int = 32, repeats: int = 10,
                    rounds: int = 3) -> dict:
     """Measured latency of the original and of `model` at (batch_size, seq_len), paired: `rounds`
     alternating rounds (original, then `model`) of `repeats` runs each, so both see the same machine
@@ -48,19 +47,19 @@ def latency_fields(hf: HFModel, model: nn.Module, batch_size: int = 8, seq_len: 
             "latency_batch": batch_size, "latency_seq_len": seq_len, "threads": after[0].threads}
 
 
-def measure_method(hf: HFModel, cfg: MethodConfig, data: TextData, latency: bool = True, batch_size: int = 8,
-                   seq_len: int = 32, repeats: int = 20, probe: Probe | None = None) -> tuple[HFModel, dict]:
+def measure_method(hf: Model, cfg: MethodConfig, data: TextData, latency: bool = True, batch_size: int = 8,
+                   seq_len: int = 32, repeats: int = 20, probe: Probe | None = None) -> tuple[Model, dict]:
     """Compress a copy of hf with `cfg`, then measure it against hf (on `probe`, by default the
     original's outputs on the texts, computed once per model and texts: `cached_probe`).
 
     Returns:
-        (compressed HFModel, flat result: method, label, fidelity metrics, params_before/after,
+        (compressed Model, flat result: method, label, fidelity metrics, params_before/after,
         nonzero_before/after, measured latency before/after and speedup at (batch_size, seq_len),
         and the method's report under 'report').
     """
     compressed, report = compress_hf(hf, cfg)
     probe = probe or cached_probe(hf, data)
-    result = {"method": cfg.kind, "label": compressed.name.rsplit(" → ", 1)[-1], "kind": hf.kind,
+    result = {"method": cfg.kind, "label": compressed.name.rsplit(" → ", 1)[-1], "kind": hf.task,
               **probe.fidelity(compressed.model)}
     result.update({k: report.metrics[k] for k in ("params_before", "params_after", "nonzero_before",
                                                    "nonzero_after") if k in report.metrics})
@@ -89,7 +88,7 @@ def _check_levels(method: str, levels: Sequence[float]) -> list[float]:
     return list(levels)
 
 
-def sensitivity_sweep(hf: HFModel, data: TextData, method: str = "quantize", levels: Sequence[float] = (8, 4, 2),
+def sensitivity_sweep(hf: Model, data: TextData, method: str = "quantize", levels: Sequence[float] = (8, 4, 2),
                       layers: Sequence[str] | None = None, embeddings: bool = False, max_texts: int = 128,
                       callback: SweepCallback | None = None, stop: StopFlag = None) -> pd.DataFrame:
     """Compress one layer at a time (magnitude pruning at a sparsity or fake quantization at a
@@ -109,7 +108,7 @@ def sensitivity_sweep(hf: HFModel, data: TextData, method: str = "quantize", lev
     for name in names:
         layer = work.get_submodule(name)
         original = layer.weight.detach().clone()
-        block, group = group_of(hf, name)
+        block, group = hf.group_of(name)
         for level in levels:
             if is_stopped(stop):
                 stopped = True
@@ -126,7 +125,7 @@ def sensitivity_sweep(hf: HFModel, data: TextData, method: str = "quantize", lev
         if stopped:
             break
     frame = pd.DataFrame(rows)
-    frame.attrs.update(fidelity_metric="cosine" if hf.kind == "encoder" else "top-1 agreement",
+    frame.attrs.update(fidelity_metric="cosine" if hf.task == "encoder" else "top-1 agreement",
                        stopped=stopped, method=method)
     return frame
 
@@ -151,7 +150,7 @@ def _dynamic_int8(layer: nn.Linear) -> nn.Module:
         del layer.qconfig
 
 
-def int8_layer_sweep(hf: HFModel, probe: Probe, callback: SweepCallback | None = None,
+def int8_layer_sweep(hf: Model, probe: Probe, callback: SweepCallback | None = None,
                      stop: StopFlag = None) -> pd.DataFrame:
     """Fidelity with exactly one Linear layer in real int8, for every Linear layer; most sensitive first."""
     work = copy.deepcopy(hf.model).eval()
@@ -164,7 +163,7 @@ def int8_layer_sweep(hf: HFModel, probe: Probe, callback: SweepCallback | None =
         set_module(work, name, _dynamic_int8(layer))
         metrics = probe.fidelity(work)
         set_module(work, name, layer)
-        rows.append({"layer": name, "group": group_of(hf, name)[1],
+        rows.append({"layer": name, "group": hf.group_of(name)[1],
                      **{k: metrics[k] for k in FIDELITY_KEYS if k in metrics}})
         if callback:
             callback(i + 1, len(names), rows[-1])
@@ -181,7 +180,7 @@ def _choices(n: int, ks: Sequence[int] | None) -> list[int]:
     return list(range(n + 1)) if n <= 24 else sorted({round(i * n / 24) for i in range(25)})
 
 
-def int8_tradeoff(hf: HFModel, data: TextData, ks: Sequence[int] | None = None, max_texts: int = 128,
+def int8_tradeoff(hf: Model, data: TextData, ks: Sequence[int] | None = None, max_texts: int = 128,
                   batch_size: int = 8, seq_len: int = 32, repeats: int = 10,
                   callback: SweepCallback | None = None, stop: StopFlag = None) -> pd.DataFrame:
     """For k = 0..n: keep the k most int8-sensitive Linear layers in fp32, quantize the rest to real

@@ -48,7 +48,7 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 
 def load_inputs(args: argparse.Namespace, flag: str = "model"):
-    """(LoadedModel, Dataset) from --model/--arch/--data."""
+    """(Model, Dataset) from --model/--arch/--data."""
     data = load_data(args.data, preprocess=getattr(args, "preprocess", None), split=getattr(args, "eval_split", None))
     return load_model(getattr(args, flag), arch=args.arch, data=data), data
 

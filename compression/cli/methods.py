@@ -39,10 +39,10 @@ def _save(model, path: str | None, loaded=None, example=None) -> dict:
     (traced with `example`)."""
     if not path:
         return {}
-    own = ORIGINAL_SUFFIXES.get(loaded.kind) if loaded is not None and loaded.arch is None else None
+    own = ORIGINAL_SUFFIXES.get(loaded.origin) if loaded is not None and loaded.arch is None else None
     if own is not None and Path(path).suffix == own:
-        written = export_model(model, loaded.kind, path, example)
-        return {"saved": str(path), "saved_bytes": written.size_bytes, "saved_format": loaded.kind}
+        written = export_model(model, loaded.origin, path, example)
+        return {"saved": str(path), "saved_bytes": written.size_bytes, "saved_format": loaded.origin}
     written = save_compact(model, Path(path))
     return {"saved": str(path), "saved_bytes": written, "saved_format": "compact"}
 
@@ -197,7 +197,7 @@ def cmd_models(args: argparse.Namespace) -> list:
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     loaded, data = load_inputs(args)
     row = eval_row(loaded.model, data, latency=not args.no_latency, device=args.device)
-    result = {"model": loaded.name, "model_kind": loaded.kind, "data": data.name, "device": args.device, **row,
+    result = {"model": loaded.name, "model_kind": loaded.origin, "data": data.name, "device": args.device, **row,
               **data_row(loaded.model, data, row["accuracy"])}
     result.update(record(args, "evaluate", f"{loaded.name}:{loaded.fingerprint}", data, {"kind": "evaluate"},
                           result, {}))

@@ -76,7 +76,7 @@ def method_config(args: argparse.Namespace):
 
 
 def load_folder(spec: str):
-    """An HFModel from a folder, or from a fresh demo folder for demo:KIND."""
+    """An Model from a folder, or from a fresh demo folder for demo:KIND."""
     if not spec.startswith("demo:"):
         return ts.load_hf_folder(spec)
     kind = spec.split(":", 1)[1]
@@ -112,5 +112,5 @@ def cmd_hf(args: argparse.Namespace) -> dict:
     hf = load_folder(args.folder)
     data = ts.load_text_data(args.text)
     result = _run(args, hf, data)
-    return {"folder": args.folder, "kind": hf.kind, "model_type": hf.model_type, "data": data.name,
+    return {"folder": args.folder, "kind": hf.task, "model_type": hf.model_type, "data": data.name,
             "texts": min(len(data), args.max_texts), **result}

@@ -12,6 +12,15 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 
+def count_params(model: nn.Module) -> int:
+    """Parameters, counting the packed int8 weights (and biases) of real int8 layers too."""
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if hasattr(module, "_packed_params") and callable(getattr(module, "weight", None)):
+            total += module.weight().numel() + (module.bias().numel() if module.bias() is not None else 0)
+    return total
+
+
 def is_frozen_code(module: nn.Module) -> bool:
     """True for TorchScript modules: their weights can be changed in place, but their code (and
     so their structure, hooks and forward) cannot."""

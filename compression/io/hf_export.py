@@ -13,12 +13,13 @@ from pathlib import Path
 from compression.core.errors import UnsupportedLayerError
 from compression.data.text import TextData
 from compression.metrics.text import make_probe
-from compression.models.hf import HFModel, load_hf_folder
+from compression.models.hf import load_hf_folder
+from compression.models.model import Model
 
 ROUND_TRIP_COSINE = 0.9999  # the reloaded model's outputs against the model's, on the texts
 
 
-def save_hf_folder(hf: HFModel, folder: str | Path, check: TextData | None = None) -> Path:
+def save_hf_folder(hf: Model, folder: str | Path, check: TextData | None = None) -> Path:
     """Write hf's model (safetensors) and tokenizer into `folder`; with `check`, reload it and
     require the same outputs on those texts (cosine >= ROUND_TRIP_COSINE).
 
@@ -34,7 +35,7 @@ def save_hf_folder(hf: HFModel, folder: str | Path, check: TextData | None = Non
                                     f"{exc}); real int8 models are measured in the app, not exported.") from exc
     if check is not None:
         try:
-            back = load_hf_folder(folder, kind=hf.kind)
+            back = load_hf_folder(folder, kind=hf.task)
             cosine = make_probe(hf, check, max_texts=32).fidelity(back.model)["cosine"]
         except Exception as exc:
             raise UnsupportedLayerError(f"The saved folder does not load back as this model ({exc}); its structure "
@@ -61,7 +62,7 @@ def _hf_layout(model) -> dict:
     return state
 
 
-def hf_zip_bytes(hf: HFModel, check: TextData | None = None) -> bytes:
+def hf_zip_bytes(hf: Model, check: TextData | None = None) -> bytes:
     """save_hf_folder into a temporary folder, zipped (files at the archive's top level)."""
     with tempfile.TemporaryDirectory(prefix="hf-export-") as tmp:
         folder = save_hf_folder(hf, Path(tmp) / "model", check)

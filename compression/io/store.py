@@ -50,7 +50,7 @@ def default_store_path() -> Path:
 
 
 def identity(value: Any) -> tuple[str, str]:
-    """(name, fingerprint) of a model or data set given as a LoadedModel / Dataset (anything with
+    """(name, fingerprint) of a model or data set given as a Model / Dataset (anything with
     .name and .fingerprint), a (name, fingerprint) pair, a dict, or a 'name:fingerprint' string
     (the CLI's form; 'demo:mlp:demo:mlp' -> ('demo:mlp', 'demo:mlp')). A bare name has fingerprint ''."""
     if value is None:
@@ -297,7 +297,7 @@ class Store:
 
         Args:
             model_id, data_id: 'name:fingerprint', a (name, fingerprint) pair, or an object with
-                .name and .fingerprint (LoadedModel, Dataset); see `identity`.
+                .name and .fingerprint (Model, Dataset); see `identity`.
             config, metrics, artefacts: JSON-able dicts (tensors, numpy values and configs with
                 to_dict() are converted; NaN becomes null).
         """

@@ -16,12 +16,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from compression.core.registry import MethodConfig, Report, check_range
 from compression.core.errors import UnsupportedLayerError
-from compression.models.hf_layers import blocks
-from compression.models.hf import HFModel
-from compression.methods.hf import hf_method, method_label, size_metrics
 from compression.core.modules import set_module
+from compression.core.registry import MethodConfig, Report, check_range
+from compression.methods.hf import hf_method, method_label, size_metrics
+from compression.models.model import Model
 
 
 def _shrink(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
@@ -54,7 +53,7 @@ def _linear(block: nn.Module, rel: str) -> nn.Linear:
     return layer
 
 
-def _head_parts(hf: HFModel, block: nn.Module, heads: int) -> list[torch.Tensor]:
+def _head_parts(hf: Model, block: nn.Module, heads: int) -> list[torch.Tensor]:
     """The q, k and v weights' rows grouped by head: three (heads, head_dim * in) views."""
     spec = hf.spec
     if spec.qkv:
@@ -63,7 +62,7 @@ def _head_parts(hf: HFModel, block: nn.Module, heads: int) -> list[torch.Tensor]
     return [_linear(block, rel).weight.detach().reshape(heads, -1) for rel in (spec.q, spec.k, spec.v)]
 
 
-def head_importance(hf: HFModel, block: nn.Module, heads: int) -> torch.Tensor:
+def head_importance(hf: Model, block: nn.Module, heads: int) -> torch.Tensor:
     """(heads,) L1 norm of each head's q/k/v rows and o-projection columns."""
     parts = _head_parts(hf, block, heads)
     o = _linear(block, hf.spec.o).weight.detach()  # (out, H * d)
@@ -71,7 +70,7 @@ def head_importance(hf: HFModel, block: nn.Module, heads: int) -> torch.Tensor:
     return score + o.abs().reshape(o.shape[0], heads, -1).sum((0, 2))
 
 
-def _prune_block_heads(hf: HFModel, model: nn.Module, prefix: str, keep: torch.Tensor, heads: int) -> None:
+def _prune_block_heads(hf: Model, model: nn.Module, prefix: str, keep: torch.Tensor, heads: int) -> None:
     spec, block = hf.spec, model.get_submodule(prefix)
     attn = block.get_submodule(spec.attention)
     d = block.get_submodule(spec.o).in_features // heads
@@ -89,17 +88,17 @@ def _prune_block_heads(hf: HFModel, model: nn.Module, prefix: str, keep: torch.T
         setattr(attn, attr, len(keep) * d)
 
 
-def _heads_of(hf: HFModel, model: nn.Module, prefix: str) -> int:
+def _heads_of(hf: Model, model: nn.Module, prefix: str) -> int:
     attn = model.get_submodule(prefix).get_submodule(hf.spec.attention)
     return int(getattr(attn, hf.spec.head_attrs[0]))
 
 
 @hf_method(HeadPruneConfig)
-def prune_heads_hf(hf: HFModel, cfg: HeadPruneConfig) -> tuple[HFModel, Report]:
+def prune_heads_hf(hf: Model, cfg: HeadPruneConfig) -> tuple[Model, Report]:
     model = copy.deepcopy(hf.model)
     work = hf.replace(model, "work")
     rows, pruned_heads = [], {}
-    for index, (prefix, block) in enumerate(blocks(work)):
+    for index, (prefix, block) in enumerate(work.blocks()):
         heads = _heads_of(hf, model, prefix)
         drop = min(int(round(cfg.fraction * heads)), heads - 1)
         score = head_importance(work, block, heads)
@@ -128,10 +127,10 @@ class FFNPruneConfig(MethodConfig):
 
 
 @hf_method(FFNPruneConfig)
-def prune_ffn_hf(hf: HFModel, cfg: FFNPruneConfig) -> tuple[HFModel, Report]:
+def prune_ffn_hf(hf: Model, cfg: FFNPruneConfig) -> tuple[Model, Report]:
     model = copy.deepcopy(hf.model)
     spec, rows = hf.spec, []
-    for index, (prefix, block) in enumerate(blocks(hf.replace(model, "work"))):
+    for index, (prefix, block) in enumerate(hf.replace(model, "work").blocks()):
         fc_in, fc_out = _linear(block, spec.ffn_in), _linear(block, spec.ffn_out)
         width = fc_in.out_features
         score = fc_in.weight.detach().abs().sum(1) + fc_out.weight.detach().abs().sum(0)  # (width,)

@@ -1,5 +1,5 @@
-"""Compression methods on transformers. Each takes an HFModel and a frozen config, and returns a new
-HFModel (the input is never changed) and a Report:
+"""Compression methods on transformers. Each takes an Model and a frozen config, and returns a new
+Model (the input is never changed) and a Report:
 
 - hf_prune: unstructured magnitude pruning of Linear layers (embeddings only when asked);
 - hf_nm: N:M semi-structured pruning (e.g. 2:4: N non-zeros in every M weights along the input dim);
@@ -26,20 +26,19 @@ from compression.core.errors import ConfigError, UnsupportedLayerError
 from compression.core.modules import check_layer_names, fold_masks_, set_module
 from compression.core.quant import sqnr_db
 from compression.core.registry import MethodConfig, Report, check_range
+from compression.methods.int8 import REAL_INT8, int8_layers
 from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
 from compression.methods.pruning import PruneConfig, prune
 from compression.methods.quantization import QuantConfig, quantize
-from compression.methods.int8 import REAL_INT8, int8_layers
 from compression.metrics.evaluate import count_params
-from compression.models.hf import HFModel
-from compression.models.hf_layers import embedding_names, linear_names, tied_heads
+from compression.models.model import Model, embedding_names, linear_names, tied_heads
 
 HF_CONFIGS: dict[str, type[MethodConfig]] = {}
-HF_HANDLERS: dict[type, Callable[[HFModel, MethodConfig], tuple[HFModel, Report]]] = {}
+HF_HANDLERS: dict[type, Callable[[Model, MethodConfig], tuple[Model, Report]]] = {}
 
 
 def hf_method(config_type: type[MethodConfig]) -> Callable:
-    """Decorator: register `handler(hf, cfg) -> (HFModel, Report)` for a config type."""
+    """Decorator: register `handler(hf, cfg) -> (Model, Report)` for a config type."""
     def wrap(fn: Callable) -> Callable:
         HF_CONFIGS[config_type.kind] = config_type
         HF_HANDLERS[config_type] = fn
@@ -55,7 +54,7 @@ def hf_config_from_dict(d: dict) -> MethodConfig:
     return HF_CONFIGS[kind].from_dict(d)
 
 
-def compress_hf(hf: HFModel, cfg: MethodConfig) -> tuple[HFModel, Report]:
+def compress_hf(hf: Model, cfg: MethodConfig) -> tuple[Model, Report]:
     """Apply a transformer method to a copy of hf.model; hf is never changed."""
     handler = HF_HANDLERS.get(type(cfg))
     if handler is None:
@@ -102,7 +101,7 @@ class HFPruneConfig(MethodConfig):
 
 
 @hf_method(HFPruneConfig)
-def prune_hf(hf: HFModel, cfg: HFPruneConfig) -> tuple[HFModel, Report]:
+def prune_hf(hf: Model, cfg: HFPruneConfig) -> tuple[Model, Report]:
     model = hf.model
     if cfg.embeddings:
         inner = PruneConfig(sparsity=cfg.sparsity, overrides={n: cfg.sparsity for n in embedding_names(model)})
@@ -140,7 +139,7 @@ class NMConfig(MethodConfig):
 
 
 @hf_method(NMConfig)
-def nm_prune_hf(hf: HFModel, cfg: NMConfig) -> tuple[HFModel, Report]:
+def nm_prune_hf(hf: Model, cfg: NMConfig) -> tuple[Model, Report]:
     model = copy.deepcopy(hf.model)
     rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(model)]
     for name in linear_names(model):
@@ -174,7 +173,7 @@ class HFQuantConfig(MethodConfig):
 
 
 @hf_method(HFQuantConfig)
-def quantize_hf(hf: HFModel, cfg: HFQuantConfig) -> tuple[HFModel, Report]:
+def quantize_hf(hf: Model, cfg: HFQuantConfig) -> tuple[Model, Report]:
     skip = () if cfg.embeddings else tuple(embedding_names(hf.model) + tied_heads(hf.model))
     model, report = quantize(hf.model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, skip=skip))
     report.method, report.config = cfg.kind, cfg.to_dict()
@@ -204,7 +203,7 @@ def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
 
 
 @hf_method(Int8Config)
-def int8_hf(hf: HFModel, cfg: Int8Config) -> tuple[HFModel, Report]:
+def int8_hf(hf: Model, cfg: Int8Config) -> tuple[Model, Report]:
     check_layer_names(hf.model, cfg.keep)
     names = [n for n in linear_names(hf.model, tied=True) if n not in cfg.keep]
     if not names:
@@ -239,7 +238,7 @@ class HFLowRankConfig(MethodConfig):
 
 
 @hf_method(HFLowRankConfig)
-def lowrank_hf(hf: HFModel, cfg: HFLowRankConfig) -> tuple[HFModel, Report]:
+def lowrank_hf(hf: Model, cfg: HFLowRankConfig) -> tuple[Model, Report]:
     model, inner = copy.deepcopy(hf.model), LowRankConfig(rank_ratio=cfg.rank_ratio)
     rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(model)]
     for name in linear_names(model):

@@ -12,15 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.core.registry import MethodConfig, Report, check_range
 from compression.core.errors import ConfigError
-from compression.metrics.evaluate import count_params
-from compression.models.hf_layers import base_prefix
-from compression.models.hf import HFModel
-from compression.metrics.text import TextForward, make_probe, mean_pool
-from compression.data.text import TextData, encode
 from compression.core.modules import set_module
+from compression.core.registry import MethodConfig, Report, check_range
+from compression.data.text import TextData, encode
 from compression.methods.training import Progress, StopFlag, is_stopped, kd_loss
+from compression.metrics.evaluate import count_params
+from compression.metrics.text import TextForward, make_probe, mean_pool
+from compression.models.model import Model, base_prefix
 
 LOSSES = ("auto", "cosine", "mse", "kd")
 
@@ -54,7 +53,7 @@ class HFDistillConfig(MethodConfig):
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}.")
 
 
-def make_student(teacher: HFModel, keep_every: int = 2) -> HFModel:
+def make_student(teacher: Model, keep_every: int = 2) -> Model:
     """A copy of the teacher keeping every `keep_every`-th block (at least one)."""
     student = copy.deepcopy(teacher.model)
     path = ".".join(p for p in (base_prefix(student), teacher.spec.blocks) if p)
@@ -109,8 +108,8 @@ def _epoch(student: nn.Module, teacher: nn.Module, kind: str, enc, cfg: HFDistil
     return total / max(done, 1), done
 
 
-def distill_hf(teacher: HFModel, data: TextData, cfg: HFDistillConfig | None = None,
-               callback: Callable[[Progress], None] | None = None, stop: StopFlag = None) -> tuple[HFModel, Report]:
+def distill_hf(teacher: Model, data: TextData, cfg: HFDistillConfig | None = None,
+               callback: Callable[[Progress], None] | None = None, stop: StopFlag = None) -> tuple[Model, Report]:
     """Train a smaller student (see `make_student`) to match the teacher on the texts.
 
     Returns:
@@ -128,7 +127,7 @@ def distill_hf(teacher: HFModel, data: TextData, cfg: HFDistillConfig | None = N
     gen, history, stopped = torch.Generator().manual_seed(cfg.seed), [], False
     teacher.model.eval()
     for epoch in range(cfg.epochs):
-        loss, done = _epoch(model, teacher.model, teacher.kind, enc, cfg, opt, gen, epoch, callback, stop)
+        loss, done = _epoch(model, teacher.model, teacher.task, enc, cfg, opt, gen, epoch, callback, stop)
         stopped = is_stopped(stop)
         if done:
             history.append({"epoch": epoch + 1, "loss": loss, "complete": not stopped})

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.core.errors import ModelDataMismatch
-from compression.metrics.evaluate import Latency, measure_latency
 from compression.core.modules import set_training
-from compression.models.hf import HFModel
 from compression.data.text import Encoded, TextData, encode
+from compression.metrics.evaluate import Latency, measure_latency
+from compression.models.model import Model
 
 EVAL_BATCH = 32
 
@@ -176,10 +176,10 @@ class Probe:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def make_probe(original: HFModel, data: TextData, max_length: int = 64, max_texts: int | None = 256,
+def make_probe(original: Model, data: TextData, max_length: int = 64, max_texts: int | None = 256,
                batch_size: int = EVAL_BATCH) -> Probe:
     enc = encode(original.tokenizer, data, max_length, max_texts)
-    return Probe(enc, model_outputs(original.model, original.kind, enc, batch_size), original.kind, batch_size)
+    return Probe(enc, model_outputs(original.model, original.task, enc, batch_size), original.task, batch_size)
 
 
 PROBE_CACHE_BYTES = 64 * 2**20
@@ -196,14 +196,14 @@ def _weights_version(model: nn.Module) -> tuple[int, ...] | None:
         return None
 
 
-def cached_probe(original: HFModel, data: TextData, max_length: int = 64, max_texts: int | None = 256,
+def cached_probe(original: Model, data: TextData, max_length: int = 64, max_texts: int | None = 256,
                  batch_size: int = EVAL_BATCH) -> Probe:
     """`make_probe`, remembered for the last texts and settings asked of each model, so repeated
     measurements (one per slider move) run the original once. Held weakly (dropped with the model),
     recomputed when any of its parameters or buffers changed in place since, and not kept when its
     tensors exceed PROBE_CACHE_BYTES (e.g. a decoder's logits over a large vocabulary)."""
     version = _weights_version(original.model)
-    key = (original.kind, data, max_length, max_texts, batch_size, version)
+    key = (original.task, data, max_length, max_texts, batch_size, version)
     with _PROBES_LOCK:
         hit = _PROBES.get(original.model)
     if version is not None and hit is not None and hit[0] == key and hit[1] is original.tokenizer:
@@ -215,7 +215,7 @@ def cached_probe(original: HFModel, data: TextData, max_length: int = 64, max_te
     return probe
 
 
-def fidelity(original: HFModel, compressed: HFModel | nn.Module, data: TextData, max_length: int = 64,
+def fidelity(original: Model, compressed: Model | nn.Module, data: TextData, max_length: int = 64,
              max_texts: int | None = 256, k: int = 5) -> dict:
     """Fidelity of `compressed` to `original` on the texts (at most `max_texts`, `max_length` tokens).
 
@@ -224,25 +224,25 @@ def fidelity(original: HFModel, compressed: HFModel | nn.Module, data: TextData,
         agreement and kl_divergence (classifier, decoder), perplexity(_original) (decoder),
         accuracy(_original) (classifier with labels).
     """
-    model = compressed.model if isinstance(compressed, HFModel) else compressed
+    model = compressed.model if isinstance(compressed, Model) else compressed
     return make_probe(original, data, max_length, max_texts).fidelity(model, k)
 
 
-def random_ids(hf: HFModel, batch_size: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+def random_ids(hf: Model, batch_size: int, seq_len: int, seed: int = 0) -> torch.Tensor:
     """(B, T) token ids drawn uniformly from the tokenizer's vocabulary (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     vocab = min(len(hf.tokenizer), hf.model.get_input_embeddings().num_embeddings)
     return torch.randint(0, vocab, (batch_size, seq_len), generator=gen)
 
 
-def max_positions(hf: HFModel) -> int:
+def max_positions(hf: Model) -> int:
     return int(getattr(hf.model.config, "max_position_embeddings", None) or 512)
 
 
-def text_latency(hf: HFModel, model: nn.Module | None = None, batch_size: int = 8, seq_len: int = 32,
+def text_latency(hf: Model, model: nn.Module | None = None, batch_size: int = 8, seq_len: int = 32,
                  repeats: int = 20, threads: int | None = None) -> Latency:
     """Measured latency of one forward pass (median after warm-up) on a (batch_size, seq_len) batch
     of token ids; `model` defaults to hf.model (pass a compressed one with the same tokenizer)."""
     ids = random_ids(hf, batch_size, min(seq_len, max_positions(hf)))
     model = model if model is not None else hf.model
-    return measure_latency(TextForward(model, hf.kind), ids, repeats=repeats, threads=threads)
+    return measure_latency(TextForward(model, hf.task), ids, repeats=repeats, threads=threads)

@@ -2,8 +2,8 @@
 downloaded. `transformers` is imported lazily (inside functions) so the rest of the app does not
 pay for it at start-up.
 
-A loaded model is held as an `HFModel`: the torch module, its tokenizer, its kind ('encoder',
-'classifier' or 'decoder') and a summary of its config. GPT-2's `Conv1D` layers are turned into
+A loaded transformer is a `Model` (models.model) of origin 'hf': the torch module, its tokenizer,
+its task ('encoder', 'classifier' or 'decoder') and a summary of its config. GPT-2's `Conv1D` layers are turned into
 `nn.Linear` on load (the same numbers: the weight transposed), so every method sees plain
 `nn.Linear` layers.
 """
@@ -11,55 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from compression.core.errors import ModelLoadError
-from compression.core.modules import set_module
-from compression.metrics.evaluate import count_params
-from compression.models.hf_archs import ARCHS, ArchSpec, DECODER_TYPES, supported
+from compression.core.modules import count_params, set_module
+from compression.models.hf_archs import ARCHS, DECODER_TYPES, supported
 from compression.models.hf_checks import (PICKLE_SUFFIXES, TOKENIZER_FILES, WEIGHT_INDEXES, check_config,
                                           check_weight_index, first_line)
+from compression.models.model import Model
 
 KINDS = ("encoder", "classifier", "decoder")
 # what transformers raises on a bad file; each becomes a ModelLoadError
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, AssertionError,
                ImportError, IndexError)
-
-
-@dataclass(frozen=True, eq=False)
-class HFModel:
-    """A transformer ready for the methods: the model (eval mode), its tokenizer and what it is.
-
-    `summary` holds model_type, architecture, hidden_size, layers, heads, vocab_size, params.
-    `fingerprint` identifies the weights (changes whenever a method changes the model).
-    """
-
-    model: nn.Module
-    tokenizer: Any
-    kind: str
-    summary: dict
-    name: str = "model"
-    fingerprint: str = ""
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def model_type(self) -> str:
-        return self.summary["model_type"]
-
-    @property
-    def spec(self) -> ArchSpec:
-        return ARCHS[self.model_type]
-
-    def replace(self, model: nn.Module, label: str) -> "HFModel":
-        """The same tokenizer and kind around a new (compressed) model."""
-        summary = {**self.summary, "params": count_params(model)}
-        return HFModel(model, self.tokenizer, self.kind, summary, f"{self.name} → {label}",
-                       f"{self.fingerprint}|{label}", self.notes)
 
 
 def import_transformers():
@@ -211,7 +178,7 @@ def summarize(model: nn.Module, config, tokenizer) -> dict:
             "tokenizer_size": len(tokenizer), "params": count_params(model)}
 
 
-def load_hf_folder(path: str | Path, kind: str | None = None) -> HFModel:
+def load_hf_folder(path: str | Path, kind: str | None = None) -> Model:
     """Load a transformer saved with save_pretrained: config.json, safetensors weights, tokenizer.
 
     Args:
@@ -237,5 +204,5 @@ def load_hf_folder(path: str | Path, kind: str | None = None) -> HFModel:
     converted = linearize_(model)
     if converted:
         notes.append(f"{len(converted)} GPT-2 Conv1D layers turned into nn.Linear (same numbers, weight transposed)")
-    return HFModel(model, tokenizer, kind, summarize(model, config, tokenizer), folder.name,
-                   weights_fingerprint(model), tuple(notes))
+    return Model(model, "hf", folder.name, weights_fingerprint(model), task=kind, tokenizer=tokenizer,
+                 summary=summarize(model, config, tokenizer), notes=tuple(notes))

@@ -5,6 +5,7 @@ ever unpickled beyond tensors and plain containers."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -14,7 +15,6 @@ import sys
 import tempfile
 import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,23 +26,13 @@ from compression.core.modules import lift_graph_layers, set_training
 from compression.core.quant import attach_act_quant
 from compression.data.datasets import Dataset
 from compression.models import compact, sandbox, zoo
+from compression.models.model import Model
 from compression.models.safety import (check_export_archive, check_torchscript_module, check_torchscript_source,
                                        run_with_time_limit)
 
 MAX_MODEL_BYTES = 1 << 30
 CHECK_SAMPLES = 8        # validation samples the load check runs the model on
 _EXPORT_LOCK = threading.Lock()
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to evaluate, with where it came from."""
-
-    model: nn.Module
-    kind: str            # demo | torchscript | exported | state_dict | compact
-    name: str            # display name, e.g. 'demo:mlp' or the file's name
-    fingerprint: str     # sha256 prefix of the file, or 'demo:NAME'
-    arch: str | None = None
 
 
 def file_fingerprint(payload: bytes) -> str:
@@ -271,7 +261,7 @@ def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.M
 
 
 def load_model(spec: str | Path, arch: str | None = None, data: Dataset | None = None,
-               max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel:
+               max_bytes: int = MAX_MODEL_BYTES) -> Model:
     """Load 'demo:NAME' or a model file, then check it runs on `data` (when given).
 
     Raises:
@@ -283,7 +273,7 @@ def load_model(spec: str | Path, arch: str | None = None, data: Dataset | None =
         model = zoo.load_pretrained(name)
         if data is not None:
             model = check_model(model, data)
-        return LoadedModel(model, "demo", f"demo:{name}", f"demo:{name}", name)
+        return Model(model, "demo", f"demo:{name}", f"demo:{name}", name)
     path = Path(spec)
     if not path.is_file():
         raise ModelLoadError(f"No model file at {spec_s!r}, and it is not a built-in ('demo:NAME'; "
@@ -301,11 +291,11 @@ def load_model(spec: str | Path, arch: str | None = None, data: Dataset | None =
     if data is not None:
         model = check_model(model, data)
     fingerprint = file_fingerprint(path.read_bytes())
-    return LoadedModel(model, kind, path.name, fingerprint, zoo.parse_demo_name(arch) if arch else None)
+    return Model(model, kind, path.name, fingerprint, zoo.parse_demo_name(arch) if arch else None)
 
 
 def load_model_bytes(filename: str, payload: bytes, arch: str | None = None, data: Dataset | None = None,
-                     max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel:
+                     max_bytes: int = MAX_MODEL_BYTES) -> Model:
     """Load an uploaded model from bytes, via a private temporary file removed afterwards.
     The user's file name is only a display name, never part of a path."""
     if len(payload) > max_bytes:
@@ -315,8 +305,7 @@ def load_model_bytes(filename: str, payload: bytes, arch: str | None = None, dat
         path.write_bytes(payload)
         os.chmod(path, 0o600)
         loaded = load_model(path, arch, data, max_bytes)
-    loaded.name = Path(filename).name[:80] or "upload"
-    return loaded
+    return dataclasses.replace(loaded, name=Path(filename).name[:80] or "upload")
 
 
 class LogitsOf(nn.Module):

@@ -13,16 +13,17 @@ function needs it.
 """
 from compression.analysis.hf import (choose_int8, int8_layer_sweep, int8_tradeoff, latency_fields, measure_method,
                                      sensitivity_by_group, sensitivity_sweep)
-from compression.models.hf_demo import build_tokenizer, make_demo_folder
-from compression.methods.hf_distill import HFDistillConfig, distill_hf, make_student
-from compression.models.hf_layers import block_roles, blocks, hf_layer_table, linear_names, tied_heads, weight_values
-from compression.models.hf import KINDS, HFModel, load_hf_folder, model_kind
-from compression.models.hf_archs import ARCHS
+from compression.data.text import Encoded, SAMPLE_PATH, TextData, encode, load_text_bytes, load_text_data
+from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig, head_importance
 from compression.methods.hf import (HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, compress_hf,
                                     hf_config_from_dict, nm_mask)
+from compression.methods.hf_distill import HFDistillConfig, distill_hf, make_student
 from compression.metrics.text import compare, fidelity, make_probe, model_outputs, neighbour_agreement, text_latency
-from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig, head_importance
-from compression.data.text import SAMPLE_PATH, Encoded, TextData, encode, load_text_bytes, load_text_data
+from compression.models.hf import KINDS, load_hf_folder, model_kind
+from compression.models.hf_archs import ARCHS
+from compression.models.hf_demo import build_tokenizer, make_demo_folder
+from compression.models.hf_layers import hf_layer_table, weight_values
+from compression.models.model import Model, linear_names, tied_heads
 
 METHOD_CONFIGS = {
     "prune": HFPruneConfig, "nm": NMConfig, "heads": HeadPruneConfig, "ffn": FFNPruneConfig,
@@ -35,9 +36,9 @@ METHOD_TITLES = {
 }
 
 __all__ = [
-    "ARCHS", "KINDS", "HFModel", "load_hf_folder", "model_kind", "make_demo_folder", "build_tokenizer",
+    "ARCHS", "KINDS", "Model", "load_hf_folder", "model_kind", "make_demo_folder", "build_tokenizer",
     "TextData", "Encoded", "SAMPLE_PATH", "load_text_data", "load_text_bytes", "encode",
-    "blocks", "block_roles", "linear_names", "tied_heads", "hf_layer_table", "weight_values",
+    "linear_names", "tied_heads", "hf_layer_table", "weight_values",
     "fidelity", "make_probe", "model_outputs", "compare", "neighbour_agreement", "text_latency",
     "HFPruneConfig", "NMConfig", "HeadPruneConfig", "FFNPruneConfig", "HFQuantConfig", "Int8Config",
     "HFLowRankConfig", "METHOD_CONFIGS", "METHOD_TITLES", "compress_hf", "hf_config_from_dict", "nm_mask",

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from compression.models import zoo
 from compression.data.datasets import load_digits
-from compression.models.loading import LoadedModel
 from compression.methods.quantization import QuantConfig, quantize
+from compression.models import zoo
+from compression.models.model import Model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -20,8 +20,8 @@ def test_explain_page_with_a_quantized_working_model():
     q, _ = quantize(float_model, QuantConfig(bits=8, activations=True), load_digits())
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["model_source"] = at.session_state["base_source"] = "demo:lenet5"
-    at.session_state["original"] = LoadedModel(float_model, "demo", "demo:lenet5", "demo:lenet5", "lenet5")
-    at.session_state["base"] = LoadedModel(q, "compressed", "demo:lenet5 → int8 w+a", "demo:lenet5|int8wa", "lenet5")
+    at.session_state["original"] = Model(float_model, "demo", "demo:lenet5", "demo:lenet5", "lenet5")
+    at.session_state["base"] = Model(q, "compressed", "demo:lenet5 → int8 w+a", "demo:lenet5|int8wa", "lenet5")
     at.switch_page("pages/explain.py").run()
     assert not at.exception and not at.error, (at.exception, at.error)
     assert at.radio(key="ex_source").value == "working"

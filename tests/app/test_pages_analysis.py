@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from compression.io import store as store_mod
 from compression.models import zoo
-from compression.models.loading import LoadedModel
+from compression.models.model import Model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -80,7 +80,7 @@ def test_distillation_trains_in_the_background_and_keeps_the_student():
     assert len(at.session_state["results"]) == 2                        # both students on Trade-offs
     at.button(key="kd_keep").click().run()
     assert not at.exception
-    assert at.session_state["base"].kind == "compressed"
+    assert at.session_state["base"].origin == "compressed"
     assert at.session_state["original"].name == "demo:mlp"
 
 
@@ -138,11 +138,11 @@ def test_sensitivity_quantize_sweep_and_bit_allocation():
 
 
 def test_explain_compares_working_model_with_original():
-    original = LoadedModel(zoo.load_pretrained("mlp"), "demo", "demo:mlp", "demo:mlp", "mlp")
+    original = Model(zoo.load_pretrained("mlp"), "demo", "demo:mlp", "demo:mlp", "mlp")
     model = zoo.load_pretrained("mlp")
     model.fc1.weight.data *= model.fc1.weight.data.abs() > 0.05      # a crude prune of the first layer
     # named like the sidebar's choice, so the sidebar keeps it as this session's base model
-    working = LoadedModel(model, "compressed", "demo:mlp", "demo:mlp|test-prune", "mlp")
+    working = Model(model, "compressed", "demo:mlp", "demo:mlp|test-prune", "mlp")
     at = open_page("pages/explain.py", original=original, base=working)
     assert not at.error
     m = metrics(at)

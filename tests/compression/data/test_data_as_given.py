@@ -218,7 +218,7 @@ def test_a_compressed_user_model_saves_compact_with_its_architecture(user, capsy
     assert pruned["saved_format"] == "compact" and pruned["size_method"].startswith("compact format")
     assert pruned["size_bytes"] < 0.7 * dense["size_bytes"]                   # true sizes for a user model
     back = load_model(tmp_path / "p.cstudio")
-    assert back.kind == "compact"
+    assert back.origin == "compact"
     again = _run(capsys, "evaluate", "--model", str(tmp_path / "p.cstudio"), "--data", str(d / "images.npz"))
     assert (again["accuracy"], again["nonzero_params"]) == (pruned["accuracy"], pruned["nonzero_params"])
     q = _run(capsys, "quantize", *args, "--bits", "4", "--save", str(tmp_path / "q.cstudio"))

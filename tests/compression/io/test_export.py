@@ -79,7 +79,7 @@ def test_traced_and_exported_load_with_plain_torch(model_case, digits, tmp_path)
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5, msg=f"{fmt} differs")
     for fmt, path in files.items():
         loaded = load_model(path, data=digits)
-        assert loaded.kind == fmt
+        assert loaded.origin == fmt
         torch.testing.assert_close(loaded.model(digits.test.X), model(digits.test.X), atol=1e-5, rtol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # caller's model unchanged
     assert prune.is_pruned(model) == (name == "pruned_mlp")

@@ -197,7 +197,7 @@ def test_loader_opens_compact_files(tmp_path, pretrained, digits):
     path = tmp_path / "weights.bin"
     compact.save_compact(model, path)
     loaded = load_model(path, data=digits)
-    assert loaded.kind == "compact" and _same(model, loaded.model, digits.test.X[:8])
+    assert loaded.origin == "compact" and _same(model, loaded.model, digits.test.X[:8])
 
 
 # ---- damaged files --------------------------------------------------------------------------------

@@ -305,13 +305,13 @@ def load_model_bytes_compact(data: bytes, tmp_path: Path):
 
 
 def test_good_files_still_load(tmp_path):
-    assert load_model(_program(tmp_path)).kind == "exported"
+    assert load_model(_program(tmp_path)).origin == "exported"
     ts = tmp_path / "mlp.pt"
     torch.jit.save(torch.jit.script(zoo.load_pretrained("mlp")), ts)
-    assert load_model(ts).kind == "torchscript"
+    assert load_model(ts).origin == "torchscript"
     traced = tmp_path / "traced.pt"
     torch.jit.save(torch.jit.trace(zoo.load_pretrained("resnet"), torch.randn(2, 1, 8, 8)), traced)
-    assert load_model(traced).kind == "torchscript"
+    assert load_model(traced).origin == "torchscript"
 
 
 def test_a_model_traced_for_one_sample_is_refused_with_the_reason(tmp_path, digits):

@@ -34,7 +34,7 @@ def _outputs_equal(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
 
 def test_demo_model_loads_and_checks(digits):
     loaded = load_model("demo:lenet5", data=digits)
-    assert loaded.kind == "demo" and loaded.arch == "lenet5"
+    assert loaded.origin == "demo" and loaded.arch == "lenet5"
     assert loaded.model(digits.test.X[:4]).shape == (4, 10)
 
 
@@ -52,7 +52,7 @@ def test_state_dict_with_arch(tmp_path, digits, fmt):
     else:
         torch.save(ref.state_dict(), path)
     loaded = load_model(path, arch="demo:mlp", data=digits)
-    assert loaded.kind == "state_dict"
+    assert loaded.origin == "state_dict"
     assert _outputs_equal(loaded.model, ref, digits.test.X[:16])
 
 
@@ -72,7 +72,7 @@ def test_torchscript_and_exported_program(tmp_path, digits):
     x = digits.test.X[:5]
     for path, kind in ((ts, "torchscript"), (pt2, "exported")):
         loaded = load_model(path, data=digits)
-        assert loaded.kind == kind
+        assert loaded.origin == kind
         with torch.inference_mode():
             assert torch.allclose(loaded.model(x), ref(x), atol=1e-5)
 

@@ -165,7 +165,7 @@ def test_without_our_check_transformers_still_runs_nothing_and_asks_nothing(fold
 
 def test_a_plain_folder_loads_without_reading_stdin(folder, stdin_reads):
     hf = ts.load_hf_folder(folder)
-    assert hf.kind == "encoder" and stdin_reads == []
+    assert hf.task == "encoder" and stdin_reads == []
 
 
 # ---- config.json -------------------------------------------------------------------------------

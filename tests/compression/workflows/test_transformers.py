@@ -12,8 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from compression.workflows import transformers as ts
+from compression.cli import main
 from compression.core.errors import ConfigError, DataError, ModelDataMismatch, ModelLoadError, UnsupportedLayerError
+from compression.io.hf_export import hf_zip_bytes
+from compression.workflows import transformers as ts
 
 MAX_TEXTS = 32
 
@@ -25,7 +27,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def models(folders) -> dict[str, ts.HFModel]:
+def models(folders) -> dict[str, ts.Model]:
     return {kind: ts.load_hf_folder(path) for kind, path in folders.items()}
 
 
@@ -34,7 +36,7 @@ def data() -> ts.TextData:
     return ts.load_text_data(None)
 
 
-def _fid(hf: ts.HFModel, other: ts.HFModel, data: ts.TextData) -> dict:
+def _fid(hf: ts.Model, other: ts.Model, data: ts.TextData) -> dict:
     return ts.fidelity(hf, other, data, max_texts=MAX_TEXTS)
 
 
@@ -54,7 +56,7 @@ def test_loads_each_kind(models):
     assert type(models["classifier"].model).__name__ == "BertForSequenceClassification"
     assert type(models["decoder"].model).__name__ == "GPT2LMHeadModel"
     for kind, hf in models.items():
-        assert hf.kind == kind and not hf.model.training
+        assert hf.task == kind and not hf.model.training
         assert hf.summary["layers"] == 2 and hf.summary["heads"] == 4
         assert hf.summary["vocab_size"] >= len(hf.tokenizer)
 
@@ -254,10 +256,10 @@ def test_nm_gives_exactly_n_nonzeros_per_group_of_m(models):
     assert mask.tolist() == [[0, 1, 1, 0, 0, 0, 1, 1]]
 
 
-def _zero_heads_reference(hf: ts.HFModel, removed: dict[int, list[int]]) -> nn.Module:
+def _zero_heads_reference(hf: ts.Model, removed: dict[int, list[int]]) -> nn.Module:
     """Removing a head = zeroing its columns of the attention output projection."""
     ref = copy.deepcopy(hf.model)
-    for index, (prefix, block) in enumerate(ts.blocks(hf.replace(ref, "ref"))):
+    for index, (prefix, block) in enumerate(hf.replace(ref, "ref").blocks()):
         o = block.get_submodule(hf.spec.o)
         d = o.in_features // hf.summary["heads"]
         with torch.no_grad():
@@ -294,7 +296,7 @@ def test_other_architectures_load_and_prune_heads(tmp_path, data, arch):
     tokenizer.save_pretrained(tmp_path)
     model.save_pretrained(tmp_path)
     hf = ts.load_hf_folder(tmp_path)
-    assert hf.kind == "encoder" and hf.model_type == arch
+    assert hf.task == "encoder" and hf.model_type == arch
     small, report = ts.compress_hf(hf, ts.HeadPruneConfig(fraction=0.5))
     assert report.metrics["params_after"] < report.metrics["params_before"]
     reference = _zero_heads_reference(hf, {row["block"]: row["removed"] for row in report.layers})
@@ -387,7 +389,7 @@ def test_distillation_of_a_smaller_student(models, data, kind):
     hf = models[kind]
     events = []
     student, report = ts.distill_hf(hf, data, ts.HFDistillConfig(epochs=2, lr=2e-3), callback=events.append)
-    assert len(ts.blocks(student)) == 1 and report.metrics["params_student"] < report.metrics["params_teacher"]
+    assert len(student.blocks()) == 1 and report.metrics["params_student"] < report.metrics["params_teacher"]
     assert report.metrics["fidelity_after"] > report.metrics["fidelity_before"]
     assert [h["epoch"] for h in report.metrics["history"]] == [1, 2] and events
     stopped, rep = ts.distill_hf(hf, data, ts.HFDistillConfig(epochs=2), stop=lambda: True)
@@ -397,8 +399,6 @@ def test_distillation_of_a_smaller_student(models, data, kind):
 # ---- command line -------------------------------------------------------------------------------
 
 def test_cli_hf(capsys, folders):
-    from compression.cli import main
-
     assert main(["hf", "--folder", str(folders["encoder"]), "--method", "heads", "--fraction", "0.5",
                  "--max-texts", "16", "--no-latency", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -410,13 +410,11 @@ def test_cli_hf(capsys, folders):
 
 
 def test_cli_hf_save_writes_a_folder_the_app_loads(capsys, folders, tmp_path):
-    from compression.cli import main
-
     out_dir = tmp_path / "pruned"
     assert main(["hf", "--folder", str(folders["encoder"]), "--method", "prune", "--sparsity", "0.7",
                  "--max-texts", "8", "--no-latency", "--save", str(out_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["saved"] == str(out_dir)
-    assert ts.load_hf_folder(out_dir).kind == "encoder"
+    assert ts.load_hf_folder(out_dir).task == "encoder"
     assert main(["hf", "--folder", str(folders["encoder"]), "--method", "lowrank", "--max-texts", "8",
                  "--no-latency", "--save", str(tmp_path / "lr")]) == 2
     assert "load" in capsys.readouterr().err
@@ -435,8 +433,6 @@ def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, ki
     import io
     import zipfile
 
-    from compression.io.hf_export import hf_zip_bytes
-
     small, _ = ts.compress_hf(models[kind], ts.HFPruneConfig(sparsity=0.5))
     payload = hf_zip_bytes(small, data)
     zipfile.ZipFile(io.BytesIO(payload)).extractall(tmp_path)
@@ -448,8 +444,6 @@ def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, ki
 @pytest.mark.parametrize("cfg", [ts.HFLowRankConfig(rank_ratio=0.5), ts.Int8Config(), ts.HeadPruneConfig()],
                          ids=["lowrank", "int8", "heads"])
 def test_structures_a_folder_cannot_describe_are_refused(models, data, cfg):
-    from compression.io.hf_export import hf_zip_bytes
-
     small, _ = ts.compress_hf(models["encoder"], cfg)
     with pytest.raises(UnsupportedLayerError, match="Hugging Face folder|loads? back"):
         hf_zip_bytes(small, data)
