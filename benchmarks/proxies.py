@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import in_turns, main, print_table
+from compression.analysis import hessian as H
 from compression.analysis import proxies as P
 from compression.analysis.sensitivity import prune_sweep
 from compression.data import datasets as data_mod
@@ -22,13 +23,13 @@ from compression.models import zoo
 TARGET_S = 30.0
 
 
-def before_hessian(model, data, names: list[str], n_samples: int) -> dict[str, P.HessianEstimate]:
+def before_hessian(model, data, names: list[str], n_samples: int) -> dict[str, H.HessianEstimate]:
     """The loop hutchinson ran before: BatchNorm unfolded, one layer after another in this thread,
     on torch's intra-op threads (the same vectors and estimator; defaults as proxy_table's)."""
-    m, params, _ = P._grad_model(model, names, fold=False)
-    grads = torch.autograd.grad(P._batch_loss(m, P._loss_batches(data, "train", 2, 128)), params, create_graph=True)
-    budget = P._Budget(n_samples, min(16, n_samples), 0.05)
-    return {n: P._layer_estimate(g, p, P._layer_generator(0, n), budget) for n, g, p in zip(names, grads, params)}
+    m, params, _ = H._grad_model(model, names, fold=False)
+    grads = torch.autograd.grad(H._batch_loss(m, H._loss_batches(data, "train", 2, 128)), params, create_graph=True)
+    budget = H._Budget(n_samples, min(16, n_samples), 0.05)
+    return {n: H._layer_estimate(g, p, H._layer_generator(0, n), budget) for n, g, p in zip(names, grads, params)}
 
 
 def before(model, data, sweep: pd.DataFrame, hessian_samples: int, importance_samples: int) -> pd.DataFrame:
@@ -60,7 +61,7 @@ def run(quick: bool = False, model_name: str | None = None, repeats: int | None 
     res = {"proxies_model": name, "proxies_layers": len(new), "proxies_resnet_s": med["ours"],
            "proxies_before_s": med["before"], "proxies_speedup": med["before"] / med["ours"],
            "proxies_times_s": times, "proxies_workers": torch.get_num_threads(),
-           "proxies_intra_op_threads": P.INTRA_OP_THREADS,
+           "proxies_intra_op_threads": H.INTRA_OP_THREADS,
            "proxies_hessian_vectors": int(sum(new.attrs["hessian_vectors"].values())),
            "proxies_same_vectors": new.attrs["hessian_vectors"] == old.attrs["hessian_vectors"],
            "proxies_max_trace_diff_se": float(diff_se.max()),
@@ -68,7 +69,7 @@ def run(quick: bool = False, model_name: str | None = None, repeats: int | None 
                                                        new[list(P.IMPORTANCE_METHODS)], rtol=1e-4))}
     print_table(f"proxies on {name} ({len(new)} layers, median of {repeats}, target <= {TARGET_S:.0f} s)",
                 [{"run": "before (torch threads, BatchNorm unfolded)", "s": med["before"]},
-                 {"run": f"proxy_table ({res['proxies_workers']} workers x {P.INTRA_OP_THREADS} thread, "
+                 {"run": f"proxy_table ({res['proxies_workers']} workers x {H.INTRA_OP_THREADS} thread, "
                          "BatchNorm folded)", "s": med["ours"],
                   "meets": med["ours"] <= TARGET_S, "same vectors": res["proxies_same_vectors"],
                   "max |dtrace|/se": res["proxies_max_trace_diff_se"]}])

@@ -16,6 +16,7 @@ import pandas as pd
 from benchmarks.common import in_turns, print_table
 from compression.data import datasets as data_mod
 from compression.analysis import sensitivity
+from compression.analysis.sweep_setup import sweep_layers
 from compression.models import zoo
 
 COLUMNS = ["layer", "level", "accuracy", "loss"]
@@ -69,7 +70,7 @@ def run(quick: bool = False, model_name: str | None = None, n_levels: int | None
     levels = levels_for(quick, n_levels)
     bits = list(sensitivity.DEFAULT_BITS)[-2:] if quick else list(sensitivity.DEFAULT_BITS)
     repeats = repeats or (1 if quick else 3)
-    layers = list(sensitivity.sweep_layers(model))
+    layers = list(sweep_layers(model))
 
     t, out = _interleaved({"naive": lambda: sensitivity.naive_prune_sweep(model, data, levels),
                            "ours": lambda: sensitivity.prune_sweep(model, data, levels)}, repeats)

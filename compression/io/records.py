@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from compression.data.datasets import load_digits
 from compression.io.store import Store
-from compression.workflows.cases import CaseResult
+from compression.workflows.case_base import CaseResult
 
 
 def record_case(result: CaseResult, store=None) -> str:

@@ -1,42 +1,18 @@
-"""Proxies: weight statistics by hand, Hutchinson's trace against the exact Hessian, captum
-importance without leftover hooks, and Spearman correlation on hand cases."""
+"""Proxies: weight statistics by hand, captum importance without leftover hooks, Spearman
+correlation on hand cases, and the proxy table with its progress and Stop."""
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
 from torch import nn
-from torch.func import functional_call
 
 from compression.analysis import proxies as P
 from compression.analysis.attribution import module_hooks
-from compression.data.datasets import make_dataset
 from compression.core.errors import ConfigError
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """A tiny tanh MLP (6-5-3) and 60 seeded samples of 6 features."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(100, 6)).astype(np.float32)
-    data = make_dataset("tiny6", X, rng.integers(0, 3, 100), num_classes=3)
-    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).eval(), data
-
-
-def exact_hessian_diag(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Diagonal of the exact Hessian of the mean cross-entropy w.r.t. one layer's weight (numel,)."""
-    w0 = model.get_submodule(name).weight.detach()
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(w: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(functional_call(model, {**params, f"{name}.weight": w.view_as(w0)}, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, w0.flatten()).diagonal()
 
 
 def test_weight_stats_by_hand():
@@ -52,22 +28,6 @@ def test_weight_stats_by_hand():
     spiky[0] = 100.0
     stats = P.tensor_stats(spiky)
     assert stats["outlier_frac"] == pytest.approx(0.001) and stats["kurtosis"] > 100
-
-
-def test_hutchinson_matches_the_exact_hessian(tiny):
-    model, data = tiny
-    x, y = data.train.X, data.train.y
-    est = P.hutchinson(model, data, n_samples=3000, batches=1, batch_size=len(y), seed=0, rtol=0)
-    for name in ("0", "2"):
-        diag = exact_hessian_diag(model, name, x, y)
-        trace, diag_est = est[name]
-        assert trace == pytest.approx(diag.sum().item(), rel=0.05)
-        assert (diag_est.flatten() - diag).abs().max() < 0.05 * diag.abs().max() + 0.02
-    traces = P.hessian_trace(model, data, n_samples=3000, batches=1, batch_size=len(y), seed=0, rtol=0)
-    assert traces == {n: t for n, (t, _) in est.items()}
-    assert P.hessian_trace(model, data, n_samples=8, seed=3) == P.hessian_trace(model, data, n_samples=8, seed=3)
-    with pytest.raises(ConfigError):
-        P.hessian_trace(model, data, n_samples=0)
 
 
 def test_importance_leaves_no_hooks_and_no_change(digits, pretrained):
@@ -151,90 +111,7 @@ def test_proxy_table(digits, pretrained, monkeypatch):
     assert module_hooks(model) == {}
 
 
-# ---- speed without a change of numbers: folded BatchNorm, one thread; progress and Stop ----------
-
-RESNET_TRACES = {  # hutchinson(resnet, n_samples=16, batches=1, batch_size=64, rtol=0, seed=0) before
-    "stem.0": 3.387018, "layers.0.conv1": 21.778279, "layers.0.conv2": 11.693662,  # folding and one thread
-    "layers.1.conv1": 5.72549, "layers.1.conv2": 4.178735, "layers.1.shortcut.0": 0.811763,
-    "layers.2.conv1": 2.316006, "layers.2.conv2": 0.505056, "layers.2.shortcut.0": 0.162656, "fc": 0.429343}
-
-
-@pytest.fixture(scope="module")
-def conv_bn(tiny_data):
-    """Conv -> BatchNorm (seeded, non-trivial running statistics) -> ReLU -> Linear, on 1x8x8 images."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 4))
-    with torch.no_grad():
-        model[1].running_mean.uniform_(-0.5, 0.5)
-        model[1].running_var.uniform_(0.2, 3.0)
-        model[1].weight.uniform_(0.5, 2.0)
-        model[1].bias.uniform_(-0.5, 0.5)
-    return model.eval(), tiny_data
-
-
-def test_folded_batchnorm_gives_the_same_hessian(conv_bn):
-    model, data = conv_bn
-    x = data.train.X[:8]
-    m, params, scales = P._grad_model(model, ["0", "4"], x)
-    assert set(scales) == {"0"} and not any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules())
-    kw = dict(n_samples=32, batches=1, batch_size=64, rtol=0, seed=1)
-    folded, plain = P.hutchinson(model, data, **kw), P.hutchinson(model, data, fold_batchnorm=False, **kw)
-    for name in ("0", "4"):
-        assert folded[name].trace == pytest.approx(plain[name].trace, rel=1e-5)
-        assert torch.allclose(folded[name].diag, plain[name].diag, rtol=1e-4, atol=1e-6)
-        assert folded[name].n_vectors == plain[name].n_vectors == 32
-    x, y = data.train.X[:64], data.train.y[:64]                      # and against the exact Hessian
-    exact = P.hutchinson(model, data, ["0"], n_samples=2000, batches=1, batch_size=64, rtol=0)["0"]
-    assert exact.trace == pytest.approx(exact_hessian_diag(model, "0", x, y).sum().item(), rel=0.05)
-
-
-def test_hutchinson_unchanged_on_the_resnet(digits, pretrained):
-    """Same vectors, same numbers as before folding and one thread (float rounding apart), and
-    torch's thread count is restored."""
-    threads = torch.get_num_threads()
-    est = P.hutchinson(pretrained("resnet"), digits, n_samples=16, batches=1, batch_size=64, rtol=0, seed=0)
-    assert torch.get_num_threads() == threads
-    assert {n: e.trace for n, e in est.items()} == pytest.approx(RESNET_TRACES, rel=1e-5)
-    assert all(e.n_vectors == 16 for e in est.values())
-
-
-def test_hutchinson_workers_change_nothing_but_the_time(digits, pretrained):
-    import threading
-
-    model, kw = pretrained("resnet"), dict(n_samples=32, batches=1, batch_size=64, rtol=0.2, min_samples=4)
-    calls = []
-    one = P.hutchinson(model, digits, workers=1, **kw)
-    three = P.hutchinson(model, digits, workers=3, callback=lambda *a: calls.append(a), **kw)
-    assert list(three) == list(one)                                    # layer order, whoever finished first
-    for name, e in one.items():
-        assert (three[name].trace, three[name].stderr, three[name].n_vectors) == (e.trace, e.stderr, e.n_vectors)
-        assert torch.equal(three[name].diag, e.diag)
-    finished = [d for d, _, m in calls if "vectors)" in m]
-    assert finished == list(range(1, len(one) + 1)) and all(t == len(one) for _, t, _ in calls)
-    stop = threading.Event()
-
-    def stop_after_two(done: int, total: int, message: str) -> None:
-        if done >= 2:
-            stop.set()
-
-    part = P.hutchinson(model, digits, workers=3, callback=stop_after_two, stop=stop, **kw)
-    assert 2 <= len(part) < len(one) and all(part[n].trace == one[n].trace for n in part)
-
-
-def test_hutchinson_on_a_model_fx_cannot_trace(tiny):
-    class Branchy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(6, 3)
-
-        def forward(self, x):
-            return self.fc(x) if x.sum() > -1e9 else -self.fc(x)   # data-dependent: fx refuses
-
-    model, data = tiny
-    branchy = Branchy().eval()
-    est = P.hutchinson(branchy, data, n_samples=4, rtol=0)
-    assert list(est) == ["fc"] and est["fc"].n_vectors == 4
-
+# ---- progress and Stop ---------------------------------------------------------------------------
 
 def lenet_sweep() -> pd.DataFrame:
     layers = ["conv1", "conv2", "fcs.0", "fcs.1", "fcs.2"]

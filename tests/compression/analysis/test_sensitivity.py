@@ -15,6 +15,8 @@ from compression.methods import pruning
 from compression.methods import quantization
 from compression.analysis import sensitivity as S
 from compression.analysis.attribution import module_hooks
+from compression.analysis.perturbations import FLOAT_BITS, QuantSpec, prune_then_quantize
+from compression.analysis.sweep_setup import sweep_layers
 from compression.cli import main
 from compression.core.errors import ConfigError
 from compression.metrics.evaluate import accuracy_and_loss
@@ -48,7 +50,7 @@ def test_prune_sweep_equals_naive_loop(digits, pretrained, name):
     slow = S.naive_prune_sweep(model, digits, S.DEFAULT_LEVELS if name == "mlp" else LEVELS)
     assert fast.attrs["reuse"] is True
     assert_same(fast, slow)
-    layers = list(S.sweep_layers(model))
+    layers = list(sweep_layers(model))
     assert fast["layer"].unique().tolist() == layers
     assert len(fast) == len(layers) * (20 if name == "mlp" else len(LEVELS))
     at_zero = fast[fast["level"] == 0.0]
@@ -70,7 +72,7 @@ def test_quant_sweep_equals_naive_loop(digits, pretrained):
 def test_sweep_rows_equal_the_library_methods(digits, pretrained):
     """One point of each sweep against pruning.prune / quantization.quantize on that layer alone."""
     model = pretrained("resnet")
-    layers = list(S.sweep_layers(model))
+    layers = list(sweep_layers(model))
     prune_row = S.prune_sweep(model, digits, (0.7,), layers=["layers.1.conv1"]).iloc[0]
     pruned, _ = pruning.prune(model, pruning.PruneConfig(sparsity=0.0, overrides={"layers.1.conv1": 0.7}))
     assert (prune_row["accuracy"], prune_row["loss"]) == pytest.approx(accuracy_and_loss(pruned, digits.val), abs=1e-6)
@@ -166,13 +168,13 @@ def test_subsample_with_bootstrap_intervals(digits, pretrained):
 
 def test_grid_sweep(digits, pretrained):
     model = pretrained("lenet5")
-    grid = S.grid_sweep(model, digits, "fcs.0", sparsities=(0.0, 0.5, 0.9), bits=(2, 8, S.FLOAT_BITS))
+    grid = S.grid_sweep(model, digits, "fcs.0", sparsities=(0.0, 0.5, 0.9), bits=(2, 8, FLOAT_BITS))
     assert list(grid.columns) == ["layer", "sparsity", "bits", "accuracy", "loss"] and len(grid) == 9
-    pruned_only = grid[grid["bits"] == S.FLOAT_BITS].set_index("sparsity")["accuracy"]
+    pruned_only = grid[grid["bits"] == FLOAT_BITS].set_index("sparsity")["accuracy"]
     single = S.prune_sweep(model, digits, (0.0, 0.5, 0.9), layers=["fcs.0"]).set_index("level")["accuracy"]
     assert pruned_only.to_dict() == single.to_dict()
     w = model.fcs[0].weight.detach()
-    q = S.prune_then_quantize(S.QuantSpec())("fcs.0", w, (0.9, 2))
+    q = prune_then_quantize(QuantSpec())("fcs.0", w, (0.9, 2))
     assert int((q == 0).sum()) >= round(0.9 * w.numel())
     assert len(torch.unique(q[q != 0].abs().flatten())) <= 2 * w.shape[0]   # 2 bits: few values per row
 
@@ -206,26 +208,3 @@ def test_cli_json(digits, capsys, tmp_path):
     assert main(["sensitivity", "--model", "demo:mlp", "--kind", "quantize", "--levels", "4,8", "--json"]) == 0
     assert [r["level"] for r in json.loads(capsys.readouterr().out)["rows"]] == [4, 8] * 3
     assert main(["sensitivity", "--model", "demo:mlp", "--levels", "a,b"]) == 2
-
-
-def test_sorted_pruner_zeroes_what_prune_weight_zeroes():
-    gen = torch.Generator().manual_seed(0)
-    weight = torch.randn(16, 8, 3, 3, generator=gen).round(decimals=1)  # many ties
-    weight = weight.contiguous(memory_format=torch.channels_last)
-    fn = S.sorted_pruner()
-    for level in (0.0, 0.1, 0.5, 0.93, 0.99):
-        fast, slow = fn("conv", weight, level), S.prune_weight("conv", weight, level)
-        assert torch.equal(fast == 0, slow == 0) and torch.equal(fast, slow)
-
-
-def test_in_place_relu_only_where_nothing_else_reads_its_input(pretrained, digits):
-    engine = S.SweepEngine(pretrained("resnet"), S.eval_set(digits), ["stem.0", "layers.0.conv1"])
-    relus = [n for name in engine.layers for n in engine.suffixes[name].module.graph.nodes
-             if n.op == "call_function" and n.target is torch.nn.functional.relu]
-    in_place = [n for n in relus if n.kwargs.get("inplace")]
-    assert in_place, "the resnet's suffixes have functional ReLUs to run in place"
-    for node in in_place:  # never a cached value, never a value something else reads
-        assert node.args[0].op != "placeholder" and len(node.args[0].users) == 1
-    before = [{k: v.clone() for k, v in cache.items()} for cache in engine.caches]
-    engine.evaluate("stem.0", 0.5, S.prune_weight)
-    assert all(torch.equal(cache[k], before[i][k]) for i, cache in enumerate(engine.caches) for k in cache)
