@@ -23,14 +23,13 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import check_layer_names, fold_masks_, set_module
+from compression.core.modules import check_layer_names, count_params, fold_masks_, set_module
 from compression.core.quant import sqnr_db
 from compression.core.registry import MethodConfig, Report, check_range
 from compression.methods.int8 import REAL_INT8, int8_layers
 from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
 from compression.methods.pruning import PruneConfig, prune
 from compression.methods.quantization import QuantConfig, quantize
-from compression.metrics.evaluate import count_params
 from compression.models.model import Model, embedding_names, linear_names, tied_heads
 
 HF_CONFIGS: dict[str, type[MethodConfig]] = {}

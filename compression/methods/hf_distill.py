@@ -13,11 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.core.errors import ConfigError
-from compression.core.modules import set_module
+from compression.core.modules import count_params, set_module
 from compression.core.registry import MethodConfig, Report, check_range
 from compression.data.text import TextData, encode
 from compression.methods.training import Progress, StopFlag, is_stopped, kd_loss
-from compression.metrics.evaluate import count_params
 from compression.metrics.text import TextForward, make_probe, mean_pool
 from compression.models.model import Model, base_prefix
 

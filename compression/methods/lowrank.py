@@ -16,11 +16,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from compression.core.errors import ConfigError
+from compression.core.modules import check_layer_names, count_params, refuse_frozen_code, set_module, weight_layers
 from compression.core.registry import MethodConfig, Report, register_config, register_handler
 from compression.data.datasets import Dataset
-from compression.core.errors import ConfigError
-from compression.metrics.evaluate import count_macs, count_params, measure_latency
-from compression.core.modules import check_layer_names, refuse_frozen_code, set_module, weight_layers
+from compression.metrics.evaluate import count_macs, measure_latency
 
 LATENCY_BATCH = 256
 SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

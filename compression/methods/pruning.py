@@ -12,14 +12,13 @@ import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 from torch import nn
 
+from compression.core.errors import ConfigError, UnsupportedLayerError
+from compression.core.modules import (check_layer_names, count_params, fold_masks_, is_frozen_code, is_layer,
+                                      layer_type, refuse_frozen_code, weight_layers)
 from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
 from compression.data.datasets import Dataset
-from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.metrics.evaluate import accuracy_and_loss, count_macs, count_params, measure_latency
-from compression.core.modules import fold_masks_
-from compression.core.modules import (check_layer_names, is_frozen_code, is_layer, layer_type, refuse_frozen_code,
-                                 weight_layers)
 from compression.methods.training import TrainConfig, fit
+from compression.metrics.evaluate import accuracy_and_loss, count_macs, measure_latency
 
 METHODS = ("magnitude", "random", "taylor")
 SCOPES = ("layer", "global")

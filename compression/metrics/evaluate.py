@@ -14,7 +14,7 @@ from torch import nn
 
 from compression.core.devices import model_device, on_device
 from compression.core.errors import CompressionError
-from compression.core.modules import effective_weights, set_training
+from compression.core.modules import count_params, effective_weights, set_training
 from compression.data.datasets import Dataset, Preprocess, Split
 from compression.models.compact import HOW as COMPACT_HOW, to_bytes
 
@@ -59,15 +59,6 @@ def agreement(logits: torch.Tensor, ref_logits: torch.Tensor) -> tuple[float, fl
     kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(ref_logits, 1), log_target=True,
                   reduction="batchmean").item()
     return agree, max(kl, 0.0)
-
-
-def count_params(model: nn.Module) -> int:
-    """Parameters, counting the packed int8 weights (and biases) of real int8 layers too."""
-    total = sum(p.numel() for p in model.parameters())
-    for module in model.modules():
-        if hasattr(module, "_packed_params") and callable(getattr(module, "weight", None)):
-            total += module.weight().numel() + (module.bias().numel() if module.bias() is not None else 0)
-    return total
 
 
 def count_nonzero_params(model: nn.Module) -> int:

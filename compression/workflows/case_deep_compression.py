@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from compression.core.modules import count_params
 from compression.data.datasets import load_digits
 from compression.methods.quantization import QuantConfig, quantize
 from compression.methods.training import StopFlag, TrainConfig, is_stopped
-from compression.metrics.evaluate import count_params
 from compression.models import zoo
 from compression.models.compact import to_bytes
 from compression.workflows.case_base import CaseResult, Progress, Ticker, scored_accuracy

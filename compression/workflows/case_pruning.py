@@ -11,10 +11,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from compression.core.modules import count_params
 from compression.data.datasets import Dataset, load_digits
 from compression.methods.pruning import PruneConfig, finetune, make_permanent, prune
 from compression.methods.training import StopFlag, TrainConfig, is_stopped
-from compression.metrics.evaluate import count_nonzero_params, count_params
+from compression.metrics.evaluate import count_nonzero_params
 from compression.models import zoo
 from compression.workflows.case_base import CaseResult, Progress, Ticker, mean_or_nan, scored_accuracy, spread
 

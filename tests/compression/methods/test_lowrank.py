@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from compression.core.registry import compress, config_from_json
 from compression.core.errors import ConfigError
-from compression.metrics.evaluate import count_params
+from compression.core.modules import count_params
+from compression.core.registry import compress, config_from_json
 from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd, lowrank
 
 

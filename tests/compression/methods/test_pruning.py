@@ -5,13 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from compression.models import zoo
-from compression.core.registry import config_from_dict
 from compression.core.errors import ConfigError
-from compression.metrics.evaluate import accuracy_and_loss, count_params
+from compression.core.modules import count_params
+from compression.core.registry import config_from_dict
 from compression.methods.pruning import (ChannelPruneConfig, PruneConfig, channel_prune, finetune, layer_sparsity,
-                                 magnitude_mask, make_permanent, prune)
+                                         magnitude_mask, make_permanent, prune)
 from compression.methods.training import TrainConfig
+from compression.metrics.evaluate import accuracy_and_loss
+from compression.models import zoo
 
 
 def _state(model):

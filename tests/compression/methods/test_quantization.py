@@ -8,14 +8,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
-from compression.core.registry import compress, config_from_dict, config_from_json
 from compression.core.errors import ConfigError
-from compression.metrics.evaluate import accuracy_and_loss, agreement, count_nonzero_params, count_params, predict_logits
-from compression.methods.quantization import QuantConfig, qat_finetune, quantize
-from compression.methods.int8 import int8_layers, quantize_int8
+from compression.core.modules import count_params
 from compression.core.quant import (attach_act_quant, compute_qparams, fake_quantize, has_act_quant, remove_act_quant,
                                     sqnr_db)
+from compression.core.registry import compress, config_from_dict, config_from_json
+from compression.methods.int8 import int8_layers, quantize_int8
+from compression.methods.quantization import QuantConfig, qat_finetune, quantize
 from compression.methods.training import TrainConfig
+from compression.metrics.evaluate import accuracy_and_loss, agreement, count_nonzero_params, predict_logits
 
 
 def _ulps(a: torch.Tensor, b: torch.Tensor) -> int:

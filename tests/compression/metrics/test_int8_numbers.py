@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from compression.core.errors import ConfigError
+from compression.core.modules import count_params
 from compression.methods.int8 import int8_layers, quantize_int8
-from compression.metrics.evaluate import count_macs, count_params
+from compression.metrics.evaluate import count_macs
 from compression.models import zoo
 from tests.compression.cli.clitools import run_cli
 

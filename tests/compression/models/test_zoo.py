@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from compression.core.modules import count_params
 from compression.data.datasets import load_digits, split_indices
 from compression.methods.training import train_model
-from compression.metrics.evaluate import accuracy_and_loss, count_params
+from compression.metrics.evaluate import accuracy_and_loss
 from compression.models import zoo
 
 
