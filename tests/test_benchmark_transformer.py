@@ -6,6 +6,7 @@ import torch
 
 from benchmarks import transformer
 from compression.workflows import transformers as ts
+from compression.core.registry import compress
 from compression.metrics.text import cached_probe
 
 
@@ -23,7 +24,7 @@ def test_transformer_quick():
 def test_cached_probe_is_reused_and_refreshed_after_an_in_place_change(tmp_path):
     hf = ts.load_hf_folder(transformer.make_folder(tmp_path, transformer.QUICK_SIZES))
     data = ts.load_text_data(None)
-    small, _ = ts.compress_hf(hf, ts.HFPruneConfig(sparsity=0.5))
+    small, _ = compress(hf, ts.HFPruneConfig(sparsity=0.5))
     first = cached_probe(hf, data, max_texts=32)
     assert cached_probe(hf, data, max_texts=32) is first
     assert first.fidelity(small.model) == ts.make_probe(hf, data, max_texts=32).fidelity(small.model)

@@ -16,9 +16,9 @@ from torch import nn
 from compression.core.errors import ConfigError, StoppedError, UnsupportedLayerError
 from compression.core.modules import set_module
 from compression.core.quant import compute_qparams, fake_quantize
-from compression.core.registry import MethodConfig
+from compression.core.registry import MethodConfig, compress
 from compression.data.text import TextData
-from compression.methods.hf import compress_hf, int8_copy
+from compression.methods.hf import int8_copy
 from compression.methods.pruning import magnitude_mask
 from compression.methods.training import StopFlag, is_stopped
 from compression.metrics.text import Probe, cached_probe, make_probe, text_latency
@@ -57,7 +57,7 @@ def measure_method(hf: Model, cfg: MethodConfig, data: TextData, latency: bool =
         nonzero_before/after, measured latency before/after and speedup at (batch_size, seq_len),
         and the method's report under 'report').
     """
-    compressed, report = compress_hf(hf, cfg)
+    compressed, report = compress(hf, cfg)
     probe = probe or cached_probe(hf, data)
     result = {"method": cfg.kind, "label": compressed.name.rsplit(" → ", 1)[-1], "kind": hf.task,
               **probe.fidelity(compressed.model)}

@@ -12,7 +12,8 @@ from torch import nn
 from compression.core.errors import ConfigError
 
 CONFIGS: dict[str, type["MethodConfig"]] = {}
-HANDLERS: dict[type, Callable[..., tuple[nn.Module, "Report"]]] = {}
+HANDLERS: dict[type, Callable[..., tuple[Any, "Report"]]] = {}
+WHOLE_MODEL: set[type] = set()   # configs whose handler needs the Model (a transformer's blocks), not its module
 C = TypeVar("C", bound="MethodConfig")
 
 
@@ -22,10 +23,15 @@ def register_config(cls: type[C]) -> type[C]:
     return cls
 
 
-def register_handler(config_type: type) -> Callable:
-    """Decorator: `handler(model, cfg, data=None, **kw) -> (new_model, Report)` for a config type."""
+def register_handler(config_type: type, needs_model: bool = False) -> Callable:
+    """Decorator: `handler(module, cfg, data=None, **kw) -> (new_module, Report)` for a config type.
+
+    With `needs_model` the handler takes and returns the whole models.Model instead (structured
+    transformer methods need its architecture spec and blocks)."""
     def wrap(fn: Callable) -> Callable:
         HANDLERS[config_type] = fn
+        if needs_model:
+            WHOLE_MODEL.add(config_type)
         return fn
     return wrap
 
@@ -122,9 +128,26 @@ class Report:
                 "metrics": self.metrics, "simulated": self.simulated}
 
 
-def compress(model: nn.Module, cfg: MethodConfig, data=None, **kwargs) -> tuple[nn.Module, Report]:
-    """Apply any registered method to a copy of `model`; the input model is never changed."""
+def method_label(cfg: MethodConfig) -> str:
+    """A short label of a config with its non-empty fields: 'hf_prune(sparsity=0.5, embeddings=False)'."""
+    fields = {k: v for k, v in cfg.to_dict().items() if k != "kind" and v not in ((), [], None)}
+    return f"{cfg.kind}({', '.join(f'{k}={v}' for k, v in fields.items())})"
+
+
+def compress(model, cfg: MethodConfig, data=None, **kwargs) -> tuple[Any, Report]:
+    """Apply any registered method to a copy of `model`; the input model is never changed.
+
+    `model` is a bare nn.Module (a module comes back) or a models.Model (a Model comes back, around
+    the new module, its name labelled with the method)."""
     handler = HANDLERS.get(type(cfg))
     if handler is None:
         raise ConfigError(f"No handler registered for {type(cfg).__name__}.")
-    return handler(model, cfg, data, **kwargs)
+    if type(cfg) in WHOLE_MODEL:
+        if isinstance(model, nn.Module):
+            raise ConfigError(f"{cfg.kind} needs a transformer loaded with its architecture "
+                              "(compression.models.loading), not a bare module.")
+        return handler(model, cfg, data, **kwargs)
+    if isinstance(model, nn.Module):
+        return handler(model, cfg, data, **kwargs)
+    module, report = handler(model.model, cfg, data, **kwargs)
+    return model.replace(module, method_label(cfg)), report

@@ -18,8 +18,8 @@ from torch import nn
 
 from compression.core.errors import UnsupportedLayerError
 from compression.core.modules import set_module
-from compression.core.registry import MethodConfig, Report, check_range
-from compression.methods.hf import hf_method, method_label, size_metrics
+from compression.core.registry import MethodConfig, Report, check_range, method_label, register_config, register_handler
+from compression.methods.hf import size_metrics
 from compression.models.model import Model
 
 
@@ -34,6 +34,7 @@ def _shrink(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     return new
 
 
+@register_config
 @dataclass(frozen=True)
 class HeadPruneConfig(MethodConfig):
     """Remove round(fraction * heads) attention heads of every block (at least one head stays)."""
@@ -93,8 +94,8 @@ def _heads_of(hf: Model, model: nn.Module, prefix: str) -> int:
     return int(getattr(attn, hf.spec.head_attrs[0]))
 
 
-@hf_method(HeadPruneConfig)
-def prune_heads_hf(hf: Model, cfg: HeadPruneConfig) -> tuple[Model, Report]:
+@register_handler(HeadPruneConfig, needs_model=True)
+def prune_heads_hf(hf: Model, cfg: HeadPruneConfig, data=None) -> tuple[Model, Report]:
     model = copy.deepcopy(hf.model)
     work = hf.replace(model, "work")
     rows, pruned_heads = [], {}
@@ -115,6 +116,7 @@ def prune_heads_hf(hf: Model, cfg: HeadPruneConfig) -> tuple[Model, Report]:
     return hf.replace(model.eval(), method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, [], metrics)
 
 
+@register_config
 @dataclass(frozen=True)
 class FFNPruneConfig(MethodConfig):
     """Remove round(fraction * width) FFN neurons of every block (lowest L1 of in-row + out-column)."""
@@ -126,8 +128,8 @@ class FFNPruneConfig(MethodConfig):
         check_range("fraction", self.fraction, 0.0, 0.95)
 
 
-@hf_method(FFNPruneConfig)
-def prune_ffn_hf(hf: Model, cfg: FFNPruneConfig) -> tuple[Model, Report]:
+@register_handler(FFNPruneConfig, needs_model=True)
+def prune_ffn_hf(hf: Model, cfg: FFNPruneConfig, data=None) -> tuple[Model, Report]:
     model = copy.deepcopy(hf.model)
     spec, rows = hf.spec, []
     for index, (prefix, block) in enumerate(hf.replace(model, "work").blocks()):

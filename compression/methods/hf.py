@@ -1,5 +1,6 @@
-"""Compression methods on transformers. Each takes an Model and a frozen config, and returns a new
-Model (the input is never changed) and a Report:
+"""Compression methods on transformers, registered in the one registry (`core.registry.compress`, which
+takes a Model or its bare module). Each handler takes a module and a frozen config, and returns a new
+module (the input is never changed) and a Report:
 
 - hf_prune: unstructured magnitude pruning of Linear layers (embeddings only when asked);
 - hf_nm: N:M semi-structured pruning (e.g. 2:4: N non-zeros in every M weights along the input dim);
@@ -9,14 +10,14 @@ Model (the input is never changed) and a Report:
 - hf_lowrank: truncated-SVD factorisation of Linear layers into two smaller ones.
 
 Masks are made permanent (torch.nn.utils.prune.remove) before a model is returned, and structured
-methods really remove rows and columns. Configs round-trip to JSON through `hf_config_from_dict`.
+methods really remove rows and columns. Configs round-trip to JSON through `config_from_dict`.
 """
 from __future__ import annotations
 
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.utils.prune as tprune
@@ -25,47 +26,12 @@ from torch import nn
 from compression.core.errors import ConfigError, UnsupportedLayerError
 from compression.core.modules import check_layer_names, count_params, fold_masks_, set_module
 from compression.core.quant import sqnr_db
-from compression.core.registry import MethodConfig, Report, check_range
+from compression.core.registry import MethodConfig, Report, check_range, register_config, register_handler
 from compression.methods.int8 import REAL_INT8, int8_layers
 from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
 from compression.methods.pruning import PruneConfig, prune
 from compression.methods.quantization import QuantConfig, quantize
-from compression.models.model import Model, embedding_names, linear_names, tied_heads
-
-HF_CONFIGS: dict[str, type[MethodConfig]] = {}
-HF_HANDLERS: dict[type, Callable[[Model, MethodConfig], tuple[Model, Report]]] = {}
-
-
-def hf_method(config_type: type[MethodConfig]) -> Callable:
-    """Decorator: register `handler(hf, cfg) -> (Model, Report)` for a config type."""
-    def wrap(fn: Callable) -> Callable:
-        HF_CONFIGS[config_type.kind] = config_type
-        HF_HANDLERS[config_type] = fn
-        return fn
-    return wrap
-
-
-def hf_config_from_dict(d: dict) -> MethodConfig:
-    """Rebuild a transformer method config from its dict ({'kind': 'hf_prune', ...})."""
-    kind = d.get("kind") if isinstance(d, dict) else None
-    if kind not in HF_CONFIGS:
-        raise ConfigError(f"Unknown transformer method {kind!r}; known: {', '.join(sorted(HF_CONFIGS))}.")
-    return HF_CONFIGS[kind].from_dict(d)
-
-
-def compress_hf(hf: Model, cfg: MethodConfig) -> tuple[Model, Report]:
-    """Apply a transformer method to a copy of hf.model; hf is never changed."""
-    handler = HF_HANDLERS.get(type(cfg))
-    if handler is None:
-        raise ConfigError(f"{type(cfg).__name__} is not a transformer method; use one of "
-                          f"{', '.join(sorted(HF_CONFIGS))}.")
-    return handler(hf, cfg)
-
-
-def method_label(cfg: MethodConfig) -> str:
-    fields = {k: v for k, v in cfg.to_dict().items() if k != "kind" and v not in ((), [], None)}
-    return f"{cfg.kind}({', '.join(f'{k}={v}' for k, v in fields.items())})"
-
+from compression.models.model import embedding_names, linear_names, tied_heads
 
 def count_nonzero(model: nn.Module) -> int:
     """Non-zero parameters, counting each shared tensor once and the packed weights (and biases,
@@ -86,6 +52,7 @@ def size_metrics(before: nn.Module, after: nn.Module) -> dict:
 
 # ---- unstructured and N:M pruning ---------------------------------------------------------------
 
+@register_config
 @dataclass(frozen=True)
 class HFPruneConfig(MethodConfig):
     """Magnitude pruning of each Linear layer to `sparsity`; embeddings (and a head tied to them)
@@ -99,9 +66,8 @@ class HFPruneConfig(MethodConfig):
         check_range("sparsity", self.sparsity, 0.0, 0.999)
 
 
-@hf_method(HFPruneConfig)
-def prune_hf(hf: Model, cfg: HFPruneConfig) -> tuple[Model, Report]:
-    model = hf.model
+@register_handler(HFPruneConfig)
+def prune_hf(model: nn.Module, cfg: HFPruneConfig, data=None) -> tuple[nn.Module, Report]:
     if cfg.embeddings:
         inner = PruneConfig(sparsity=cfg.sparsity, overrides={n: cfg.sparsity for n in embedding_names(model)})
     else:
@@ -110,7 +76,7 @@ def prune_hf(hf: Model, cfg: HFPruneConfig) -> tuple[Model, Report]:
     fold_masks_(pruned)
     report.method, report.config = cfg.kind, cfg.to_dict()
     report.metrics.update(size_metrics(model, pruned))
-    return hf.replace(pruned.eval(), method_label(cfg)), report
+    return pruned.eval(), report
 
 
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
@@ -123,6 +89,7 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     return mask.reshape(out_f, in_f)
 
 
+@register_config
 @dataclass(frozen=True)
 class NMConfig(MethodConfig):
     """N:M pruning of every Linear layer whose input size is a multiple of m."""
@@ -137,12 +104,12 @@ class NMConfig(MethodConfig):
             raise ConfigError(f"N:M needs integers 0 < n < m <= 32; got {self.n}:{self.m}.")
 
 
-@hf_method(NMConfig)
-def nm_prune_hf(hf: Model, cfg: NMConfig) -> tuple[Model, Report]:
-    model = copy.deepcopy(hf.model)
-    rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(model)]
-    for name in linear_names(model):
-        layer = model.get_submodule(name)
+@register_handler(NMConfig)
+def nm_prune_hf(model: nn.Module, cfg: NMConfig, data=None) -> tuple[nn.Module, Report]:
+    new = copy.deepcopy(model)
+    rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(new)]
+    for name in linear_names(new):
+        layer = new.get_submodule(name)
         if layer.in_features % cfg.m:
             skipped.append((name, f"input size {layer.in_features} is not a multiple of {cfg.m}"))
             continue
@@ -151,13 +118,14 @@ def nm_prune_hf(hf: Model, cfg: NMConfig) -> tuple[Model, Report]:
                      "achieved": 1 - cfg.n / cfg.m})
     if not rows:
         raise UnsupportedLayerError(f"No Linear layer has an input size that is a multiple of {cfg.m}.")
-    fold_masks_(model)
-    metrics = {"sparsity_of_pruned_layers": 1 - cfg.n / cfg.m, **size_metrics(hf.model, model)}
-    return hf.replace(model.eval(), method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
+    fold_masks_(new)
+    metrics = {"sparsity_of_pruned_layers": 1 - cfg.n / cfg.m, **size_metrics(model, new)}
+    return new.eval(), Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
 
 
 # ---- quantization: simulated at 2-16 bits, real int8 -------------------------------------------
 
+@register_config
 @dataclass(frozen=True)
 class HFQuantConfig(MethodConfig):
     """Simulated (fake) quantization of Linear weights, and of Embedding weights with `embeddings`."""
@@ -171,15 +139,16 @@ class HFQuantConfig(MethodConfig):
         QuantConfig(bits=self.bits, granularity=self.granularity)  # validates bits and granularity
 
 
-@hf_method(HFQuantConfig)
-def quantize_hf(hf: Model, cfg: HFQuantConfig) -> tuple[Model, Report]:
-    skip = () if cfg.embeddings else tuple(embedding_names(hf.model) + tied_heads(hf.model))
-    model, report = quantize(hf.model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, skip=skip))
+@register_handler(HFQuantConfig)
+def quantize_hf(model: nn.Module, cfg: HFQuantConfig, data=None) -> tuple[nn.Module, Report]:
+    skip = () if cfg.embeddings else tuple(embedding_names(model) + tied_heads(model))
+    new, report = quantize(model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, skip=skip))
     report.method, report.config = cfg.kind, cfg.to_dict()
-    report.metrics.update(size_metrics(hf.model, model))
-    return hf.replace(model.eval(), method_label(cfg)), report
+    report.metrics.update(size_metrics(model, new))
+    return new.eval(), report
 
 
+@register_config
 @dataclass(frozen=True)
 class Int8Config(MethodConfig):
     """Real int8 (PyTorch dynamic quantization kernels) of every Linear layer except those in `keep`."""
@@ -201,29 +170,30 @@ def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, set(names), dtype=torch.qint8)
 
 
-@hf_method(Int8Config)
-def int8_hf(hf: Model, cfg: Int8Config) -> tuple[Model, Report]:
-    check_layer_names(hf.model, cfg.keep)
-    names = [n for n in linear_names(hf.model, tied=True) if n not in cfg.keep]
+@register_handler(Int8Config)
+def int8_hf(model: nn.Module, cfg: Int8Config, data=None) -> tuple[nn.Module, Report]:
+    check_layer_names(model, cfg.keep)
+    names = [n for n in linear_names(model, tied=True) if n not in cfg.keep]
     if not names:
         raise UnsupportedLayerError("Nothing to quantize: every Linear layer is kept in fp32.")
-    model = int8_copy(hf.model, names)
-    done = int8_layers(model)
+    new = int8_copy(model, names)
+    done = int8_layers(new)
     rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
-             "sqnr_db": sqnr_db(hf.model.get_submodule(n).weight, model.get_submodule(n).weight().dequantize())}
+             "sqnr_db": sqnr_db(model.get_submodule(n).weight, new.get_submodule(n).weight().dequantize())}
             for n in done]
     skipped = [(n, "kept in fp32") for n in cfg.keep]
-    skipped += [(n, "Embedding: no dynamic int8 kernel; kept fp32") for n in embedding_names(hf.model)]
-    metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(done), **size_metrics(hf.model, model)}
-    untied = [n for n in tied_heads(hf.model) if n in done]
+    skipped += [(n, "Embedding: no dynamic int8 kernel; kept fp32") for n in embedding_names(model)]
+    metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(done), **size_metrics(model, new)}
+    untied = [n for n in tied_heads(model) if n in done]
     if untied:
         metrics["note"] = (f"{', '.join(untied)} shared its weight with the input embedding; its int8 copy is "
                            "stored separately, so the stored parameter count grows by that matrix.")
-    return hf.replace(model, method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
+    return new, Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
 
 
 # ---- low-rank -----------------------------------------------------------------------------------
 
+@register_config
 @dataclass(frozen=True)
 class HFLowRankConfig(MethodConfig):
     """Replace each Linear W (out, in) by two layers of rank ceil(rank_ratio * min(out, in)), from
@@ -236,19 +206,18 @@ class HFLowRankConfig(MethodConfig):
         check_range("rank_ratio", self.rank_ratio, 0.0, 1.0, lo_open=True)
 
 
-@hf_method(HFLowRankConfig)
-def lowrank_hf(hf: Model, cfg: HFLowRankConfig) -> tuple[Model, Report]:
-    model, inner = copy.deepcopy(hf.model), LowRankConfig(rank_ratio=cfg.rank_ratio)
-    rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(model)]
-    for name in linear_names(model):
-        layer = model.get_submodule(name)
+@register_handler(HFLowRankConfig)
+def lowrank_hf(model: nn.Module, cfg: HFLowRankConfig, data=None) -> tuple[nn.Module, Report]:
+    new, inner = copy.deepcopy(model), LowRankConfig(rank_ratio=cfg.rank_ratio)
+    rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(new)]
+    for name in linear_names(new):
+        layer = new.get_submodule(name)
         svd = layer_svd(layer)
         rank, full = choose_rank(svd[1], inner), svd[1].numel()
         if rank * (layer.in_features + layer.out_features) >= layer.weight.numel():
             skipped.append((name, f"rank {rank} of {full} would not have fewer parameters"))
             continue
-        set_module(model, name, factorise(layer, rank, svd).eval())
+        set_module(new, name, factorise(layer, rank, svd).eval())
         rows.append({"layer": name, "rank": rank, "full_rank": full, "params_before": layer.weight.numel(),
                      "params_after": rank * (layer.in_features + layer.out_features)})
-    return hf.replace(model.eval(), method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, skipped,
-                                                                size_metrics(hf.model, model))
+    return new.eval(), Report(cfg.kind, cfg.to_dict(), rows, skipped, size_metrics(model, new))

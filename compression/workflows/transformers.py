@@ -6,17 +6,16 @@
     small, result = measure_method(hf, HFPruneConfig(sparsity=0.5), data)
     result["fidelity"], result["speedup"]
 
-The code lives in compression/hf_*.py: loading (hf_loading), the demo model (hf_demo), text data
-(hf_text), layer roles (hf_layers), metrics (hf_metrics), methods (hf_methods, hf_structured), sweeps and the
-int8 trade-off (hf_analysis) and distillation (hf_distill). `transformers` is imported only when a
-function needs it.
+The code lives in the packages: loading (models.hf, models.hf_demo, models.hf_layers), text data
+(data.text), metrics (metrics.text), methods (methods.hf, methods.heads_ffn, methods.hf_distill; applied
+with core.registry.compress like every method), sweeps and the int8 trade-off (analysis.hf).
+`transformers` is imported only when a function needs it.
 """
 from compression.analysis.hf import (choose_int8, int8_layer_sweep, int8_tradeoff, latency_fields, measure_method,
                                      sensitivity_by_group, sensitivity_sweep)
 from compression.data.text import Encoded, SAMPLE_PATH, TextData, encode, load_text_bytes, load_text_data
 from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig, head_importance
-from compression.methods.hf import (HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, compress_hf,
-                                    hf_config_from_dict, nm_mask)
+from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, nm_mask
 from compression.methods.hf_distill import HFDistillConfig, distill_hf, make_student
 from compression.metrics.text import compare, fidelity, make_probe, model_outputs, neighbour_agreement, text_latency
 from compression.models.hf import KINDS, load_hf_folder, model_kind
@@ -41,7 +40,7 @@ __all__ = [
     "linear_names", "tied_heads", "hf_layer_table", "weight_values",
     "fidelity", "make_probe", "model_outputs", "compare", "neighbour_agreement", "text_latency",
     "HFPruneConfig", "NMConfig", "HeadPruneConfig", "FFNPruneConfig", "HFQuantConfig", "Int8Config",
-    "HFLowRankConfig", "METHOD_CONFIGS", "METHOD_TITLES", "compress_hf", "hf_config_from_dict", "nm_mask",
+    "HFLowRankConfig", "METHOD_CONFIGS", "METHOD_TITLES", "nm_mask",
     "head_importance",
     "measure_method", "latency_fields", "sensitivity_sweep", "sensitivity_by_group", "int8_layer_sweep", "int8_tradeoff",
     "choose_int8", "HFDistillConfig", "distill_hf", "make_student",

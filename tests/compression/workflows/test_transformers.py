@@ -14,6 +14,7 @@ from torch import nn
 
 from compression.cli import main
 from compression.core.errors import ConfigError, DataError, ModelDataMismatch, ModelLoadError, UnsupportedLayerError
+from compression.core.registry import compress, config_from_dict
 from compression.io.hf_export import hf_zip_bytes
 from compression.workflows import transformers as ts
 
@@ -199,11 +200,11 @@ def test_accuracy_with_labels(models):
 @pytest.mark.parametrize("kind, key", [("encoder", "cosine"), ("decoder", "agreement")])
 def test_fidelity_drops_as_compression_grows(models, data, kind, key):
     hf = models[kind]
-    light, _ = ts.compress_hf(hf, ts.HFPruneConfig(sparsity=0.3))
-    heavy, _ = ts.compress_hf(hf, ts.HFPruneConfig(sparsity=0.8))
+    light, _ = compress(hf, ts.HFPruneConfig(sparsity=0.3))
+    heavy, _ = compress(hf, ts.HFPruneConfig(sparsity=0.8))
     assert 1.0 > _fid(hf, light, data)[key] > _fid(hf, heavy, data)[key]
-    q8, _ = ts.compress_hf(hf, ts.HFQuantConfig(bits=8))
-    q2, _ = ts.compress_hf(hf, ts.HFQuantConfig(bits=2))
+    q8, _ = compress(hf, ts.HFQuantConfig(bits=8))
+    q2, _ = compress(hf, ts.HFQuantConfig(bits=2))
     assert _fid(hf, q8, data)[key] > _fid(hf, q2, data)[key]
 
 
@@ -223,7 +224,7 @@ def test_neighbour_agreement_reference():
 def test_every_method_runs_and_leaves_the_input_untouched(models, data, kind, method):
     hf = models[kind]
     before = _state(hf.model)
-    small, report = ts.compress_hf(hf, ts.METHOD_CONFIGS[method]())
+    small, report = compress(hf, ts.METHOD_CONFIGS[method]())
     assert small.model is not hf.model and _same_state(hf.model, before)
     assert report.method == ts.METHOD_CONFIGS[method].kind
     result = _fid(hf, small, data)
@@ -233,20 +234,20 @@ def test_every_method_runs_and_leaves_the_input_untouched(models, data, kind, me
 
 def test_unstructured_pruning_sparsity_and_embeddings(models):
     hf = models["decoder"]
-    small, report = ts.compress_hf(hf, ts.HFPruneConfig(sparsity=0.6))
+    small, report = compress(hf, ts.HFPruneConfig(sparsity=0.6))
     for name in ts.linear_names(small.model):
         w = small.model.get_submodule(name).weight
         assert abs((w == 0).float().mean().item() - 0.6) < 0.01, name
     wte = small.model.get_submodule("transformer.wte").weight
     assert torch.equal(wte, hf.model.get_submodule("transformer.wte").weight)  # embedding (and tied head) kept
     assert ("lm_head", "in the skip list") in report.skipped
-    with_emb, _ = ts.compress_hf(hf, ts.HFPruneConfig(sparsity=0.6, embeddings=True))
+    with_emb, _ = compress(hf, ts.HFPruneConfig(sparsity=0.6, embeddings=True))
     assert (with_emb.model.get_submodule("transformer.wte").weight == 0).float().mean() > 0.55
 
 
 def test_nm_gives_exactly_n_nonzeros_per_group_of_m(models):
     hf = models["encoder"]
-    small, report = ts.compress_hf(hf, ts.NMConfig(n=2, m=4))
+    small, report = compress(hf, ts.NMConfig(n=2, m=4))
     assert len(report.layers) == len(ts.linear_names(hf.model))
     for name in ts.linear_names(small.model):
         w = small.model.get_submodule(name).weight  # (out, in)
@@ -271,7 +272,7 @@ def _zero_heads_reference(hf: ts.Model, removed: dict[int, list[int]]) -> nn.Mod
 @pytest.mark.parametrize("kind", ["encoder", "decoder"])
 def test_head_pruning_shrinks_and_equals_zeroing_those_heads(models, data, kind):
     hf = models[kind]
-    small, report = ts.compress_hf(hf, ts.HeadPruneConfig(fraction=0.5))
+    small, report = compress(hf, ts.HeadPruneConfig(fraction=0.5))
     assert report.metrics["params_after"] < report.metrics["params_before"]
     assert all(row["heads_after"] == 2 for row in report.layers)
     removed = {row["block"]: row["removed"] for row in report.layers}
@@ -297,7 +298,7 @@ def test_other_architectures_load_and_prune_heads(tmp_path, data, arch):
     model.save_pretrained(tmp_path)
     hf = ts.load_hf_folder(tmp_path)
     assert hf.task == "encoder" and hf.model_type == arch
-    small, report = ts.compress_hf(hf, ts.HeadPruneConfig(fraction=0.5))
+    small, report = compress(hf, ts.HeadPruneConfig(fraction=0.5))
     assert report.metrics["params_after"] < report.metrics["params_before"]
     reference = _zero_heads_reference(hf, {row["block"]: row["removed"] for row in report.layers})
     enc = ts.encode(hf.tokenizer, data, max_texts=8)
@@ -307,7 +308,7 @@ def test_other_architectures_load_and_prune_heads(tmp_path, data, arch):
 
 def test_ffn_pruning_shrinks_and_still_runs(models, data):
     hf = models["classifier"]
-    small, report = ts.compress_hf(hf, ts.FFNPruneConfig(fraction=0.5))
+    small, report = compress(hf, ts.FFNPruneConfig(fraction=0.5))
     assert all(row["neurons_after"] == 32 for row in report.layers)
     assert report.metrics["params_after"] < report.metrics["params_before"]
     assert small.model.bert.encoder.layer[0].intermediate.dense.out_features == 32
@@ -318,7 +319,7 @@ def test_int8_is_really_int8(models, data):
     from torch.ao.nn.quantized.dynamic import Linear as DynLinear
 
     hf = models["decoder"]
-    small, report = ts.compress_hf(hf, ts.Int8Config(keep=("lm_head",)))
+    small, report = compress(hf, ts.Int8Config(keep=("lm_head",)))
     dyn = {n: m for n, m in small.model.named_modules() if isinstance(m, DynLinear)}
     assert len(dyn) == len(ts.linear_names(hf.model, tied=True)) - 1 and "lm_head" not in dyn
     assert all(m.weight().dtype == torch.qint8 for m in dyn.values())
@@ -327,7 +328,7 @@ def test_int8_is_really_int8(models, data):
 
 def test_simulated_quantization_levels(models):
     hf = models["encoder"]
-    small, report = ts.compress_hf(hf, ts.HFQuantConfig(bits=3))
+    small, report = compress(hf, ts.HFQuantConfig(bits=3))
     for name in ts.linear_names(small.model) + ["embeddings.word_embeddings"]:
         w = small.model.get_submodule(name).weight
         assert max(len(torch.unique(row)) for row in w) <= 2 ** 3, name
@@ -336,7 +337,7 @@ def test_simulated_quantization_levels(models):
 
 def test_lowrank_shrinks_and_runs(models, data):
     hf = models["encoder"]
-    small, report = ts.compress_hf(hf, ts.HFLowRankConfig(rank_ratio=0.25))
+    small, report = compress(hf, ts.HFLowRankConfig(rank_ratio=0.25))
     assert report.metrics["params_after"] < report.metrics["params_before"]
     assert _fid(hf, small, data)["cosine"] > 0
 
@@ -344,10 +345,10 @@ def test_lowrank_shrinks_and_runs(models, data):
 def test_configs_round_trip_and_validate():
     for cls in ts.METHOD_CONFIGS.values():
         cfg = cls()
-        assert ts.hf_config_from_dict(json.loads(cfg.to_json())) == cfg
+        assert config_from_dict(json.loads(cfg.to_json())) == cfg
     for bad in (lambda: ts.HFPruneConfig(sparsity=1.5), lambda: ts.NMConfig(n=4, m=4),
                 lambda: ts.HFQuantConfig(bits=1), lambda: ts.HeadPruneConfig(fraction=-0.1),
-                lambda: ts.hf_config_from_dict({"kind": "nope"})):
+                lambda: config_from_dict({"kind": "nope"})):
         with pytest.raises(ConfigError):
             bad()
 
@@ -421,9 +422,9 @@ def test_cli_hf_save_writes_a_folder_the_app_loads(capsys, folders, tmp_path):
 
 
 def test_structured_pruning_after_int8_is_a_clear_error(models):
-    int8, _ = ts.compress_hf(models["encoder"], ts.Int8Config())
+    int8, _ = compress(models["encoder"], ts.Int8Config())
     with pytest.raises(UnsupportedLayerError, match="before quantizing"):
-        ts.compress_hf(int8, ts.HeadPruneConfig())
+        compress(int8, ts.HeadPruneConfig())
 
 
 # ---- export as a Hugging Face folder -----------------------------------------------------------
@@ -433,7 +434,7 @@ def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, ki
     import io
     import zipfile
 
-    small, _ = ts.compress_hf(models[kind], ts.HFPruneConfig(sparsity=0.5))
+    small, _ = compress(models[kind], ts.HFPruneConfig(sparsity=0.5))
     payload = hf_zip_bytes(small, data)
     zipfile.ZipFile(io.BytesIO(payload)).extractall(tmp_path)
     assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
@@ -444,6 +445,6 @@ def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, ki
 @pytest.mark.parametrize("cfg", [ts.HFLowRankConfig(rank_ratio=0.5), ts.Int8Config(), ts.HeadPruneConfig()],
                          ids=["lowrank", "int8", "heads"])
 def test_structures_a_folder_cannot_describe_are_refused(models, data, cfg):
-    small, _ = ts.compress_hf(models["encoder"], cfg)
+    small, _ = compress(models["encoder"], cfg)
     with pytest.raises(UnsupportedLayerError, match="Hugging Face folder|loads? back"):
         hf_zip_bytes(small, data)
