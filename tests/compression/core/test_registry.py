@@ -8,9 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-import compression.methods.heads_ffn  # noqa: F401  (registers hf_heads, hf_ffn)
-import compression.methods.hf  # noqa: F401  (registers the transformer methods)
-import compression.methods.pruning  # noqa: F401
 from compression.core.errors import ConfigError
 from compression.core.registry import CONFIGS, HANDLERS, compress, config_from_dict, method_label
 from compression.methods.heads_ffn import HeadPruneConfig
