@@ -4,7 +4,6 @@ sensitive Linear layers in fp32, quantize the rest to real int8). Sweeps work on
 changing a layer in place and restoring it, and compare against the original's outputs computed once."""
 from __future__ import annotations
 
-import copy
 import statistics
 import warnings
 from typing import Callable, Sequence
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from compression.core.errors import ConfigError, StoppedError, UnsupportedLayerError
-from compression.core.modules import set_module
+from compression.core.modules import copy_model, set_module
 from compression.core.quant import compute_qparams, fake_quantize
 from compression.core.registry import MethodConfig, compress
 from compression.data.text import TextData
@@ -103,7 +102,7 @@ def sensitivity_sweep(hf: Model, data: TextData, method: str = "quantize", level
     names = list(layers) if layers is not None else linear_names(hf.model)
     names += embedding_names(hf.model) if embeddings and layers is None else []
     probe = make_probe(hf, data, max_texts=max_texts)
-    work = copy.deepcopy(hf.model).eval()
+    work = copy_model(hf.model).eval()
     rows, total, stopped = [], len(names) * len(levels), False
     for name in names:
         layer = work.get_submodule(name)
@@ -153,7 +152,7 @@ def _dynamic_int8(layer: nn.Linear) -> nn.Module:
 def int8_layer_sweep(hf: Model, probe: Probe, callback: SweepCallback | None = None,
                      stop: StopFlag = None) -> pd.DataFrame:
     """Fidelity with exactly one Linear layer in real int8, for every Linear layer; most sensitive first."""
-    work = copy.deepcopy(hf.model).eval()
+    work = copy_model(hf.model).eval()
     names = linear_names(work, tied=True)
     rows = []
     for i, name in enumerate(names):

@@ -26,9 +26,9 @@ from torch import nn
 from compression.analysis.perturbations import (FLOAT_BITS, QuantSpec, activation_fn, activation_qparams,
                                                 prune_then_quantize, prune_weight, sorted_pruner)
 from compression.analysis.sweep_engine import InputFn, SweepEngine, WeightFn
-from compression.analysis.sweep_setup import EvalSet, eval_set, plain_copy, score, sweep_layers
+from compression.analysis.sweep_setup import EvalSet, eval_set, score, sweep_layers
 from compression.core.errors import ConfigError
-from compression.core.modules import refuse_frozen_code
+from compression.core.modules import copy_model, refuse_frozen_code
 from compression.data.datasets import Dataset
 from compression.methods.training import StopFlag, is_stopped
 
@@ -170,7 +170,7 @@ def naive_points(model: nn.Module, ev: EvalSet, points: list[Point], weight_fn: 
     under torch.no_grad. Slow on purpose: the reference the fast sweep must equal."""
     rows = []
     for layer, level, cols in points:
-        m = plain_copy(model)
+        m = copy_model(model, fold=True).eval()
         module = m.get_submodule(layer)
         with torch.no_grad():
             if weight_fn is not None:

@@ -7,17 +7,15 @@ resamples for confidence intervals; `score` turns logits into a row's accuracy a
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import WEIGHT_LAYERS, check_layer_names, is_frozen_code, weight_layers
+from compression.core.modules import WEIGHT_LAYERS, check_layer_names, copy_model, is_frozen_code, weight_layers
 from compression.data.datasets import Dataset
 
 BOOTSTRAP_SAMPLES = 1000
@@ -25,24 +23,10 @@ BOOTSTRAP_SAMPLES = 1000
 
 # ---- the private copy and the layers -------------------------------------------------------------
 
-def plain_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with any torch.nn.utils.prune masks made permanent."""
-    # a pruned layer's `weight` is computed (weight_orig * weight_mask) and, when computed with
-    # grad, is not a graph leaf that deepcopy accepts: copy a detached value in its place
-    memo = {id(v): v.detach().clone() for module in model.modules() for v in vars(module).values()
-            if isinstance(v, torch.Tensor) and not v.is_leaf}
-    m = copy.deepcopy(model, memo)
-    for module in m.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)
-    return m.eval()
-
-
 def private_copy(model: nn.Module) -> nn.Module:
-    """plain_copy with no parameter requiring grad and in-place activations turned off (the same
-    numbers, and cached activations stay intact)."""
-    m = plain_copy(model)
+    """A copy with masks folded, in eval mode, with no parameter requiring grad and in-place
+    activations turned off (the same numbers, and cached activations stay intact)."""
+    m = copy_model(model, fold=True).eval()
     for module in m.modules():
         if isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from compression.cli.common import (add_data_args, add_device_arg, add_model_args, add_record_args, command, data_row,
                                     eval_row, load_inputs, record)
+from compression.core.modules import fold_masks_
 from compression.io.export import export_model
 from compression.methods import distillation, lowrank, pruning, quantization
 from compression.methods.int8 import int8_layers, quantize_int8
@@ -90,7 +91,7 @@ def cmd_prune(args: argparse.Namespace) -> dict:
         model, ft = pruning.finetune(model, data, TrainConfig(epochs=args.finetune_epochs, seed=args.seed))
         report.metrics.update({f"finetune_{k}": v for k, v in ft.metrics.items()})
     if args.method != "channel":
-        model = pruning.make_permanent(model)
+        model = fold_masks_(model)
     return finish(args, loaded, data, model, report)
 
 

@@ -6,13 +6,13 @@ sweeps move each batch to the device of the model they run (`model_device`). Res
 metrics) come back to the CPU."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from compression.core.errors import ConfigError
+from compression.core.modules import copy_model
 
 CPU = "cpu"
 
@@ -49,7 +49,7 @@ def on_device(model: nn.Module, device: str | torch.device | None) -> nn.Module:
     target = resolve(device)
     if model_device(model) == target:
         return model
-    return copy.deepcopy(model).to(target)
+    return copy_model(model).to(target)
 
 
 def available_memory_bytes() -> int | None:

@@ -5,6 +5,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
 
@@ -267,9 +268,8 @@ def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def fold_masks_(model: nn.Module) -> nn.Module:
-    """Make every torch.nn.utils.prune reparametrisation permanent, in place (weight = orig * mask)."""
-    from torch.nn.utils import prune
-
+    """The one fold helper: make every torch.nn.utils.prune reparametrisation permanent, in place
+    (weight = weight_orig * weight_mask becomes a plain parameter)."""
     for module in model.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
@@ -277,17 +277,26 @@ def fold_masks_(model: nn.Module) -> nn.Module:
     return model
 
 
-def deepcopy_model(model: nn.Module) -> nn.Module:
-    """copy.deepcopy that also copies pruned modules: their derived `weight` (weight_orig *
-    weight_mask, a non-leaf tensor that deepcopy refuses) is copied detached."""
+def refresh_pruned_(model: nn.Module) -> nn.Module:
+    """Recompute every pruned weight (weight_orig * weight_mask) without autograd history, in place.
+    After training, torch.nn.utils.prune leaves there a value from before the last optimiser step,
+    as a non-leaf tensor; these are the values the pre-hook computes on the next forward."""
+    with torch.no_grad():
+        for module in model.modules():
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, prune.BasePruningMethod):
+                    setattr(module, hook._tensor_name, hook.apply_mask(module))
+    return model
+
+
+def copy_model(model: nn.Module, fold: bool = False) -> nn.Module:
+    """The one copy helper: a deep copy, in the same train/eval mode, that pruned modules survive
+    (their derived `weight`, a non-leaf tensor copy.deepcopy refuses, is recomputed in the copy);
+    with `fold`, every pruning mask folded into its weight. The input is never changed."""
     memo: dict[int, torch.Tensor] = {}
     for module in model.modules():
         for value in vars(module).values():
             if isinstance(value, torch.Tensor) and not value.is_leaf:
                 memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(model, memo)
-
-
-def folded_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with every pruning mask folded into its weight."""
-    return fold_masks_(deepcopy_model(model)).eval()
+    copied = refresh_pruned_(copy.deepcopy(model, memo))
+    return fold_masks_(copied) if fold else copied

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from compression.core.errors import CompressionError, ConfigError
-from compression.core.modules import effective_weights, folded_copy
+from compression.core.modules import copy_model, effective_weights
 from compression.models.compact import save_compact
 
 FORMATS = ("compact", "safetensors", "torchscript", "exported", "onnx")
@@ -98,14 +98,14 @@ def _save_torchscript(model: nn.Module, path: Path, example: torch.Tensor) -> st
         torch.jit.save(model, str(path))
         return "already TorchScript; saved as is"
     with torch.no_grad():
-        traced = torch.jit.trace(folded_copy(model), batch_example(example), check_trace=False)
+        traced = torch.jit.trace(copy_model(model, fold=True).eval(), batch_example(example), check_trace=False)
     torch.jit.save(traced, str(path))
     return "traced (control flow fixed to the example's path)"
 
 
 def _save_exported(model: nn.Module, path: Path, example: torch.Tensor) -> str:
     dynamic = ({0: torch.export.Dim.DYNAMIC},)
-    program = torch.export.export(folded_copy(model), (batch_example(example),), dynamic_shapes=dynamic)
+    program = torch.export.export(copy_model(model, fold=True).eval(), (batch_example(example),), dynamic_shapes=dynamic)
     buffer = io.BytesIO()  # (a path not ending in .pt2 would draw a warning)
     torch.export.save(program, buffer)
     path.write_bytes(buffer.getvalue())
@@ -117,7 +117,7 @@ def _save_onnx(model: nn.Module, path: Path, example: torch.Tensor) -> str:
         raise ExportError("ONNX export needs the optional 'onnx' package: pip install onnx.")
     import onnx
 
-    torch.onnx.export(folded_copy(model), (batch_example(example),), str(path), dynamo=False,
+    torch.onnx.export(copy_model(model, fold=True).eval(), (batch_example(example),), str(path), dynamo=False,
                       input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     onnx.checker.check_model(onnx.load(str(path)))

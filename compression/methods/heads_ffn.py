@@ -9,7 +9,6 @@ model really shrinks (fewer rows and columns in its Linear layers) and still run
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from compression.core.errors import UnsupportedLayerError
-from compression.core.modules import set_module
+from compression.core.modules import copy_model, set_module
 from compression.core.registry import MethodConfig, Report, check_range, method_label, register_config, register_handler
 from compression.methods.hf import size_metrics
 from compression.models.model import Model
@@ -96,7 +95,7 @@ def _heads_of(hf: Model, model: nn.Module, prefix: str) -> int:
 
 @register_handler(HeadPruneConfig, needs_model=True)
 def prune_heads_hf(hf: Model, cfg: HeadPruneConfig, data=None) -> tuple[Model, Report]:
-    model = copy.deepcopy(hf.model)
+    model = copy_model(hf.model)
     work = hf.replace(model, "work")
     rows, pruned_heads = [], {}
     for index, (prefix, block) in enumerate(work.blocks()):
@@ -130,7 +129,7 @@ class FFNPruneConfig(MethodConfig):
 
 @register_handler(FFNPruneConfig, needs_model=True)
 def prune_ffn_hf(hf: Model, cfg: FFNPruneConfig, data=None) -> tuple[Model, Report]:
-    model = copy.deepcopy(hf.model)
+    model = copy_model(hf.model)
     spec, rows = hf.spec, []
     for index, (prefix, block) in enumerate(hf.replace(model, "work").blocks()):
         fc_in, fc_out = _linear(block, spec.ffn_in), _linear(block, spec.ffn_out)

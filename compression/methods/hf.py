@@ -14,7 +14,6 @@ methods really remove rows and columns. Configs round-trip to JSON through `conf
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
@@ -24,7 +23,7 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import check_layer_names, count_params, fold_masks_, set_module
+from compression.core.modules import check_layer_names, copy_model, count_params, fold_masks_, set_module
 from compression.core.quant import sqnr_db
 from compression.core.registry import MethodConfig, Report, check_range, register_config, register_handler
 from compression.methods.int8 import REAL_INT8, int8_layers
@@ -106,7 +105,7 @@ class NMConfig(MethodConfig):
 
 @register_handler(NMConfig)
 def nm_prune_hf(model: nn.Module, cfg: NMConfig, data=None) -> tuple[nn.Module, Report]:
-    new = copy.deepcopy(model)
+    new = copy_model(model)
     rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(new)]
     for name in linear_names(new):
         layer = new.get_submodule(name)
@@ -162,7 +161,7 @@ class Int8Config(MethodConfig):
 
 def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
     """A copy of `model` with the named Linear layers turned into real dynamic int8 layers."""
-    model = copy.deepcopy(model).eval()
+    model = copy_model(model).eval()
     if not names:
         return model
     with warnings.catch_warnings():
@@ -208,7 +207,7 @@ class HFLowRankConfig(MethodConfig):
 
 @register_handler(HFLowRankConfig)
 def lowrank_hf(model: nn.Module, cfg: HFLowRankConfig, data=None) -> tuple[nn.Module, Report]:
-    new, inner = copy.deepcopy(model), LowRankConfig(rank_ratio=cfg.rank_ratio)
+    new, inner = copy_model(model), LowRankConfig(rank_ratio=cfg.rank_ratio)
     rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(new)]
     for name in linear_names(new):
         layer = new.get_submodule(name)

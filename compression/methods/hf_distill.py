@@ -4,7 +4,6 @@ teacher: cosine / MSE of the sentence embeddings for an encoder, KD on the logit
 2015) for a classifier or decoder. Progress through a callback; stops on a flag."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.core.errors import ConfigError
-from compression.core.modules import count_params, set_module
+from compression.core.modules import copy_model, count_params, set_module
 from compression.core.registry import MethodConfig, Report, check_range
 from compression.data.text import TextData, encode
 from compression.methods.training import Progress, StopFlag, is_stopped, kd_loss
@@ -54,7 +53,7 @@ class HFDistillConfig(MethodConfig):
 
 def make_student(teacher: Model, keep_every: int = 2) -> Model:
     """A copy of the teacher keeping every `keep_every`-th block (at least one)."""
-    student = copy.deepcopy(teacher.model)
+    student = copy_model(teacher.model)
     path = ".".join(p for p in (base_prefix(student), teacher.spec.blocks) if p)
     kept = list(student.get_submodule(path))[::keep_every]
     set_module(student, path, nn.ModuleList(kept))

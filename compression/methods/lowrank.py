@@ -8,7 +8,6 @@ have similar scales. At full rank the factors reproduce the layer up to float ro
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -17,7 +16,8 @@ import torch
 from torch import nn
 
 from compression.core.errors import ConfigError
-from compression.core.modules import check_layer_names, count_params, refuse_frozen_code, set_module, weight_layers
+from compression.core.modules import (check_layer_names, copy_model, count_params, refuse_frozen_code, set_module,
+                                      weight_layers)
 from compression.core.registry import MethodConfig, Report, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.metrics.evaluate import count_macs, measure_latency
@@ -124,7 +124,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
     """
     refuse_frozen_code(model, "Low-rank factorisation")
     check_layer_names(model, cfg.skip)
-    new = copy.deepcopy(model)
+    new = copy_model(model)
     layers, skipped = _candidates(new, cfg)
     rows = []
     for name, layer in layers.items():

@@ -3,7 +3,6 @@ torch.nn.utils.prune masks, structured channel pruning through torch-pruning's D
 recovery fine-tuning with the masks kept fixed."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,8 +12,8 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import (check_layer_names, count_params, fold_masks_, is_frozen_code, is_layer,
-                                      layer_type, refuse_frozen_code, weight_layers)
+from compression.core.modules import (check_layer_names, copy_model, count_params, is_frozen_code, is_layer, layer_type,
+                                      refuse_frozen_code, weight_layers)
 from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.methods.training import TrainConfig, fit
@@ -73,7 +72,7 @@ def magnitude_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
 def _taylor_scores(model: nn.Module, layers: dict[str, nn.Module], data: Dataset, batches: int) -> dict:
     """|w * dL/dw| accumulated over `batches` training batches of 64 (first-order Taylor)."""
     scores = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
-    model = copy.deepcopy(model).train()
+    model = copy_model(model).train()
     copies = dict(model.named_modules())
     for i, (x, y) in enumerate(data.train.batches(64)):
         if i >= batches:
@@ -142,7 +141,7 @@ def apply_mask_(layer: nn.Module, mask: torch.Tensor) -> None:
 
 def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) -> tuple[nn.Module, Report]:
     """Unstructured pruning of a copy of `model`; masks follow torch.nn.utils.prune."""
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     layers, skipped = prunable_layers(model, cfg)
     if not layers:
         raise UnsupportedLayerError("No prunable layer (Linear, Conv, Embedding) in this model.")
@@ -166,11 +165,6 @@ def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) 
 
 
 register_handler(PruneConfig)(prune)
-
-
-def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold every pruning mask into its weight (prune.remove), in place."""
-    return fold_masks_(model)
 
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
@@ -235,7 +229,7 @@ def channel_prune(model: nn.Module, cfg: ChannelPruneConfig, data: Dataset | Non
     check_layer_names(model, cfg.ignore)
     shape = tuple(data.input_shape) if data is not None else (1, 8, 8)
     example = torch.zeros(1, *shape)
-    pruned = copy.deepcopy(model).eval()
+    pruned = copy_model(model).eval()
     names = dict(pruned.named_modules())
     ignored = [names[n] for n in cfg.ignore] + [m for m in [_classifier(pruned)] if m is not None]
     if cfg.importance == "taylor":

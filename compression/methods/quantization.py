@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from compression.core.errors import ConfigError, ModelDataMismatch, UnsupportedLayerError
-from compression.core.modules import (check_layer_names, deepcopy_model, fold_masks_, is_layer,
-                                      layer_type, refuse_frozen_code, weight_layers)
+from compression.core.modules import (check_layer_names, copy_model, is_layer, layer_type, refuse_frozen_code,
+                                      weight_layers)
 from compression.core.quant import (CALIBRATIONS, QuantInfo, attach_act_quant, check_bits, compute_qparams,
                                     fake_quantize, has_act_quant, info_from_rows, remove_act_quant, sqnr_db)
 from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
@@ -233,7 +233,7 @@ def _quantize_inputs_(layers: dict[str, nn.Module], rows: list[dict], cfg: Quant
 def prepare_copy(model: nn.Module) -> nn.Module:
     """A deep copy with pruning masks folded into the weights and no input quantization (a
     fresh quantization replaces an earlier one). The caller's model is not touched."""
-    work = fold_masks_(deepcopy_model(model))
+    work = copy_model(model, fold=True)
     for module in work.modules():
         remove_act_quant(module)
     return work
@@ -342,7 +342,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
             parametrize.register_parametrization(layer, "weight", ste)
             parametrized.append(layer)
     try:
-        trained, history = fit(work, data, train_cfg, teacher=teacher, callback=callback, stop=stop, copy_model=False)
+        trained, history = fit(work, data, train_cfg, teacher=teacher, callback=callback, stop=stop, private=False)
     finally:
         for layer in parametrized:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)

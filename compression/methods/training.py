@@ -14,7 +14,7 @@ from torch import nn
 
 from compression.core.devices import model_device, resolve
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import is_frozen_code
+from compression.core.modules import copy_model, is_frozen_code
 from compression.core.registry import check_range
 from compression.data.datasets import Dataset, load_digits
 from compression.metrics.evaluate import accuracy_and_loss, predict_logits
@@ -87,12 +87,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch
 
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, teacher: nn.Module | None = None,
         callback: Callable[[Progress], None] | None = None, stop: StopFlag = None,
-        copy_model: bool = True, device: str | None = None) -> tuple[nn.Module, list[dict]]:
+        private: bool = True, device: str | None = None) -> tuple[nn.Module, list[dict]]:
     """Train (a copy of) `model` on data.train, selecting the best epoch on data.val.
 
     Pruning masks (torch.nn.utils.prune) stay fixed because only `weight_orig` is trained.
     Batches go to the model's device; with `device` the model is trained there (a copy moved
-    there, or the model itself when copy_model is False) and the best model comes back to the CPU.
+    there, or the model itself when private is False) and the best model comes back to the CPU.
     Returns:
         (best model in eval mode, history: one dict per finished epoch).
     """
@@ -101,7 +101,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, teacher: nn.Module | 
                                     "supported: its parameters are frozen into compiled code. Export your model with "
                                     "torch.export (a .pt2 file) to train it.")
     torch.manual_seed(cfg.seed)
-    model = copy.deepcopy(model) if copy_model else model
+    model = copy_model(model) if private else model
     if device is not None:
         model.to(resolve(device))
     on = model_device(model)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from compression.core.errors import CompressionError
-from compression.core.modules import folded_copy, is_frozen_code
+from compression.core.modules import copy_model, is_frozen_code
 from compression.core.quant import remove_act_quant
 
 
@@ -60,7 +60,7 @@ def user_program(model: nn.Module) -> tuple[str, bytes]:
             torch.jit.save(model, buf)
             copy = torch.jit.load(io.BytesIO(buf.getvalue()), map_location="cpu")
         else:
-            copy = folded_copy(model)
+            copy = copy_model(model, fold=True).eval()
             for module in copy.modules():
                 remove_act_quant(module)
         with torch.no_grad():

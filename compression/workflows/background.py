@@ -2,11 +2,11 @@
 compression.core.jobs.Job, reporting progress and one event per finished step into the job."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Sequence
 
 from compression.analysis import sensitivity
 from compression.analysis.proxies import proxy_table
+from compression.core.modules import copy_model
 from compression.methods.distillation import distill
 from compression.methods.training import fit
 from compression.metrics.evaluate import evaluate
@@ -24,7 +24,7 @@ def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
     runs = ["distilled", "baseline"] if with_baseline else ["distilled"]
 
     def work(job) -> dict:
-        teacher_ = copy.deepcopy(teacher)  # the caller's model may be in use by the page meanwhile
+        teacher_ = copy_model(teacher)  # the caller's model may be in use by the page meanwhile
         job.report(0.0, "measuring the teacher")
         out: dict = {"distilled": None, "baseline": None,
                      "teacher": evaluate(teacher_, data, latency=evaluate_latency, repeats=10).to_dict()}

@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from compression.core.modules import count_params
+from compression.core.modules import count_params, fold_masks_
 from compression.data.datasets import Dataset, load_digits
-from compression.methods.pruning import PruneConfig, finetune, make_permanent, prune
+from compression.methods.pruning import finetune, prune, PruneConfig
 from compression.methods.training import StopFlag, TrainConfig, is_stopped
 from compression.metrics.evaluate import count_nonzero_params
 from compression.models import zoo
@@ -38,7 +38,7 @@ def iterative_prune(model: nn.Module, data: Dataset, final: float, steps: int, t
         pruned, _ = prune(current, PruneConfig(sparsity=sparsity, scope="global"))
         before = scored_accuracy(pruned, data)
         tuned, _ = finetune(pruned, data, train, stop=stop)
-        current = make_permanent(tuned)
+        current = fold_masks_(tuned)
         rows.append({"sparsity": sparsity, "param_reduction": params / count_nonzero_params(current),
                      "pruned_accuracy": before, "retrained_accuracy": scored_accuracy(current, data)})
         tick(f"pruned to {sparsity:.1%}, retrained")
@@ -101,9 +101,9 @@ def pruning_retraining(quick: bool = False, seeds: int | None = None, progress: 
                      "param_reduction": count_params(pruned) / count_nonzero_params(pruned)})
         schedule = schedule or rows
     for row in schedule:   # one-shot at each step's sparsity, no retraining (deterministic)
-        row["oneshot_accuracy"] = scored_accuracy(make_permanent(prune(base, PruneConfig(
+        row["oneshot_accuracy"] = scored_accuracy(fold_masks_(prune(base, PruneConfig(
             sparsity=row["sparsity"], scope="global"))[0]), data)
-    oneshot = make_permanent(prune(base, PruneConfig(sparsity=final, scope="global"))[0])
+    oneshot = fold_masks_(prune(base, PruneConfig(sparsity=final, scope="global"))[0])
     tick("one-shot pruning")
     accs = [r["accuracy"] for r in runs]
     acc = mean_or_nan(accs)

@@ -32,7 +32,7 @@ from torch import nn
 
 from compression import methods  # noqa: F401  (registers every method config)
 from compression.core.errors import ConfigError, StoppedError
-from compression.core.modules import deepcopy_model, fold_masks_
+from compression.core.modules import copy_model, refresh_pruned_
 from compression.core.registry import CONFIGS, Report, compress, config_from_dict
 from compression.data.datasets import Dataset, check_split, parse_preprocess
 from compression.methods.training import Progress, StopFlag, TrainConfig, fit, is_stopped
@@ -302,20 +302,6 @@ def _train_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict
     return trained, Report(method=step["kind"], config=dict(step), metrics=metrics)
 
 
-def leaf_pruned_weights(model: nn.Module) -> nn.Module:
-    """Recompute every pruned weight (weight_orig * weight_mask) without autograd history, in
-    place: torch.nn.utils.prune leaves a non-leaf tensor there, which copy.deepcopy (and so the
-    next step's copy) refuses. The values are those the pre-hook computes on the next forward."""
-    from torch.nn.utils import prune
-
-    with torch.no_grad():
-        for module in model.modules():
-            for hook in module._forward_pre_hooks.values():
-                if isinstance(hook, prune.BasePruningMethod):
-                    setattr(module, hook._tensor_name, hook.apply_mask(module))
-    return model
-
-
 def apply_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict, seed: int = 0,
                on_progress: Callable[[Progress], None] | None = None,
                stop: StopFlag = None) -> tuple[nn.Module, Report]:
@@ -325,7 +311,7 @@ def apply_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict,
     the mask's pre-hook recomputes from weight_orig on the next forward)."""
     torch.manual_seed(seed)
     if step["kind"] not in KEEPS_MASKS:
-        model = fold_masks_(leaf_pruned_weights(deepcopy_model(model)))
+        model = copy_model(model, fold=True)
     if step["kind"] in TRAINING_STEPS:
         return _train_step(model, original, data, step, seed, on_progress or (lambda p: None), stop)
     if step["kind"] == "distill":  # the model so far is the student, the original its teacher
@@ -351,7 +337,7 @@ def run_recipe(model: nn.Module, data: Dataset, recipe: Recipe | str | Path | di
     """
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     n, reports = len(recipe), []
-    current = leaf_pruned_weights(deepcopy_model(model))
+    current = copy_model(model)
     for i, step in enumerate(recipe.steps):
         if is_stopped(stop):
             break
@@ -365,7 +351,7 @@ def run_recipe(model: nn.Module, data: Dataset, recipe: Recipe | str | Path | di
         if callback:
             callback(RecipeProgress(i, n, kind, i / n, f"step {i + 1}/{n}: {kind}"))
         current, report = apply_step(current, model, data, step, seed + i, on_progress, stop)
-        leaf_pruned_weights(current)
+        refresh_pruned_(current)
         reports.append(report)
     if not reports:
         raise StoppedError("The recipe was stopped before its first step finished.")

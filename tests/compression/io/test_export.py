@@ -13,7 +13,7 @@ import torch
 from torch.nn.utils import prune
 
 from compression.core.errors import ConfigError
-from compression.core.modules import effective_weights, folded_copy
+from compression.core.modules import copy_model, effective_weights
 from compression.data.datasets import load_digits
 from compression.io.export import ExportError, available_formats, export_model
 from compression.methods import quantization
@@ -142,7 +142,7 @@ def test_onnx_matches_onnxruntime(model_case, digits, tmp_path):
 
 def test_folded_copy_and_errors(digits, tmp_path):
     model = pruned_mlp()
-    folded = folded_copy(model)
+    folded = copy_model(model, fold=True).eval()
     assert not prune.is_pruned(folded) and prune.is_pruned(model)
     assert all(torch.equal(effective_weights(model)[k], v) for k, v in folded.state_dict().items())
     with pytest.raises(ConfigError, match="Unknown export format"):

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from compression.core.errors import ConfigError
-from compression.core.modules import count_params
+from compression.core.modules import count_params, fold_masks_
 from compression.core.registry import config_from_dict
-from compression.methods.pruning import (ChannelPruneConfig, PruneConfig, channel_prune, finetune, layer_sparsity,
-                                         magnitude_mask, make_permanent, prune)
+from compression.methods.pruning import (channel_prune, ChannelPruneConfig, finetune, layer_sparsity, magnitude_mask,
+                                         prune, PruneConfig)
 from compression.methods.training import TrainConfig
 from compression.metrics.evaluate import accuracy_and_loss
 from compression.models import zoo
@@ -93,9 +93,9 @@ def test_magnitude_mask_exact_count():
     assert int((mask == 0).sum()) == round(0.5 * 21)
 
 
-def test_make_permanent(pretrained):
+def test_fold_masks_(pretrained):
     pruned, _ = prune(pretrained("mlp"), PruneConfig(sparsity=0.9))
-    make_permanent(pruned)
+    fold_masks_(pruned)
     assert not any(k.endswith("_mask") for k in pruned.state_dict())
     assert layer_sparsity(pruned)["fc1"] == pytest.approx(0.9, abs=1e-4)
 
