@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import main, print_table
-from compression.data import datasets as data_mod
-from compression.models import zoo
-from compression.metrics.evaluate import measure_latency
 from compression.core.modules import fold_masks_
-from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
+from compression.data import datasets as data_mod
 from compression.methods.int8 import quantize_int8
+from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel_prune, prune
+from compression.metrics.latency import paired_latency
+from compression.models import zoo
 
 BATCH = 256
 SEQ = 32
@@ -60,9 +60,8 @@ def int8_speedup(model: nn.Module, rounds: int, input_shape=None) -> float:
 
 
 def _paired_ratio(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int, repeats: int = 20) -> float:
-    """Median over rounds of latency(b)/latency(a), a and b timed back to back."""
-    return _median_ratio(lambda: measure_latency(b, x, repeats=repeats).median_ms
-                         / measure_latency(a, x, repeats=repeats).median_ms, rounds)
+    """latency(b) / latency(a), paired in alternating rounds (metrics.latency.paired_latency)."""
+    return paired_latency(a, b, x, rounds=rounds, repeats=repeats).ratio
 
 
 def sparse_ratio(name: str, data, sparsity: float, rounds: int, device: str = "cpu") -> float:
@@ -95,7 +94,7 @@ def run(quick: bool = False, channel_models: list[str] | None = None, block: boo
     if torch.cuda.is_available():
         res["cuda"] = {"device": torch.cuda.get_device_name(0),
                        "channel_latency_ratio": {n: cuda_channel_ratio(n, data, rounds) for n in channel},
-                       "unstructured_latency_ratio": {f"mlp@90%": sparse_ratio("mlp", data, 0.9, rounds, "cuda")}}
+                       "unstructured_latency_ratio": {"mlp@90%": sparse_ratio("mlp", data, 0.9, rounds, "cuda")}}
     else:
         res["cuda"] = None  # torch.cuda.is_available() is False here: CPU only
     rows = [{"what": f"channel prune 50% latency pruned/dense: {n}", "value": v, "target": "<= 0.6"}

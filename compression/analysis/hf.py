@@ -20,7 +20,7 @@ from compression.data.text import TextData
 from compression.methods.hf import int8_copy
 from compression.methods.pruning import magnitude_mask
 from compression.methods.training import StopFlag, is_stopped
-from compression.metrics.text import Probe, cached_probe, make_probe, text_latency
+from compression.metrics.text import Probe, cached_probe, make_probe, text_paired_latency
 from compression.models.model import Model, embedding_names, linear_names
 
 SweepCallback = Callable[[int, int, dict], None]   # (done, total, row)
@@ -29,21 +29,16 @@ FIDELITY_KEYS = ("fidelity", "cosine", "neighbour_agreement", "agreement", "kl_d
 
 def latency_fields(hf: Model, model: nn.Module, batch_size: int = 8, seq_len: int = 32, repeats: int = 10,
                    rounds: int = 3) -> dict:
-    """Measured latency of the original and of `model` at (batch_size, seq_len), paired: `rounds`
-    alternating rounds (original, then `model`) of `repeats` runs each, so both see the same machine
-    state. latency_before_ms / latency_after_ms are medians over the rounds, speedup their ratio,
+    """Measured latency of the original and of `model` at (batch_size, seq_len), paired
+    (metrics.text.text_paired_latency: alternating rounds, so both see the same machine state).
+    latency_before_ms / latency_after_ms are medians over the rounds, speedup their ratio,
     speedup_min / speedup_max the spread of the per-round ratios, and the setting."""
-    before, after = [], []
-    for _ in range(rounds):
-        before.append(text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats))
-        after.append(text_latency(hf, model, batch_size=batch_size, seq_len=seq_len, repeats=repeats))
-    b, a = (statistics.median(t.median_ms for t in ts) for ts in (before, after))
-    ratios = [x.median_ms / y.median_ms for x, y in zip(before, after)]
-    return {"latency_before_ms": b, "latency_after_ms": a, "speedup": b / a, "speedup_min": min(ratios),
-            "speedup_max": max(ratios), "latency_rounds": rounds,
-            "latency_before_min_ms": min(t.min_ms for t in before),
-            "latency_after_min_ms": min(t.min_ms for t in after),
-            "latency_batch": batch_size, "latency_seq_len": seq_len, "threads": after[0].threads}
+    p = text_paired_latency(hf, model, batch_size, seq_len, rounds, repeats)
+    return {"latency_before_ms": p.original_ms, "latency_after_ms": p.compressed_ms, "speedup": 1 / p.ratio,
+            "speedup_min": 1 / p.ratio_high, "speedup_max": 1 / p.ratio_low, "latency_rounds": rounds,
+            "latency_before_min_ms": p.original_min_ms, "latency_after_min_ms": p.compressed_min_ms,
+            "latency_batch": batch_size, "latency_seq_len": seq_len, "threads": p.threads,
+            "latency_measurable": p.measurable}
 
 
 def measure_method(hf: Model, cfg: MethodConfig, data: TextData, latency: bool = True, batch_size: int = 8,
@@ -202,9 +197,9 @@ def int8_tradeoff(hf: Model, data: TextData, ks: Sequence[int] | None = None, ma
             break
         model = int8_copy(hf.model, order[k:])
         metrics = probe.fidelity(model)
-        # paired: the original is timed right before each choice, so each speed-up compares like with like
-        fp32 = text_latency(hf, batch_size=batch_size, seq_len=seq_len, repeats=repeats).median_ms
-        latency = text_latency(hf, model, batch_size=batch_size, seq_len=seq_len, repeats=repeats).median_ms
+        # paired: the original is timed beside each choice, so each speed-up compares like with like
+        paired = text_paired_latency(hf, model, batch_size, seq_len, rounds=1, repeats=repeats)
+        fp32, latency = paired.original_ms, paired.compressed_ms
         fp32_times.append(fp32)
         rows.append({"k_kept": k, "kept": order[:k], "int8_layers": len(order) - k,
                      **{key: metrics[key] for key in FIDELITY_KEYS if key in metrics},

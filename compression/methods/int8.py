@@ -15,7 +15,7 @@ from compression.core.modules import refuse_frozen_code, weight_layers
 from compression.core.quant import sqnr_db
 from compression.core.registry import Report
 from compression.methods.quantization import prepare_copy
-from compression.metrics.evaluate import LATENCY_BATCH, measure_latency
+from compression.metrics.latency import LATENCY_BATCH, paired_latency
 
 REAL_INT8 = "real int8 (dynamic quantization kernels)"
 
@@ -42,10 +42,10 @@ def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = L
     layers stay fp32 and are listed as skipped. Any simulated input quantization is dropped.
 
     Args:
-        measure: time fp32 and int8 (evaluate.measure_latency) at `batch_size` (default
+        measure: time fp32 and int8 (metrics.latency.paired_latency) at `batch_size` (default
             LATENCY_BATCH, the batch every other latency is measured at) on a random input
             of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)), paired:
-            `rounds` rounds of fp32 then int8, so both see the same machine state.
+            `rounds` alternating rounds, so both see the same machine state.
     Returns:
         (model, Report) with simulated=False, rows {layer, type, bits, kernel, sqnr_db} and metrics
         {label, simulated, int8_layers, fp32_file_bytes, int8_file_bytes, bytes_how, size_ratio
@@ -79,22 +79,18 @@ def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = L
 
 def _int8_latency(fp32: nn.Module, q: nn.Module, batch_size: int, input_shape: tuple[int, ...] | None,
                   rounds: int, repeats: int = 10) -> dict:
-    """Paired latency: `rounds` rounds of fp32 then int8 (`repeats` timed runs each), medians."""
+    """metrics.latency.paired_latency of fp32 and int8 (`rounds` alternating rounds), as speed-ups."""
     if rounds < 1:
         raise ConfigError(f"rounds must be at least 1, got {rounds}")
     arch = getattr(fp32, "zoo_arch", None) or {}
     size = arch.get("image_size", 8)
     shape = tuple(input_shape) if input_shape else (arch.get("in_channels", 1), size, size)
     x = torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
-    t_fp32, t_int8 = [], []
-    for _ in range(rounds):
-        t_fp32.append(measure_latency(fp32, x, repeats=repeats).median_ms)
-        t_int8.append(measure_latency(q, x, repeats=repeats).median_ms)
-    ratios = [a / b for a, b in zip(t_fp32, t_int8)]
-    q1, _, q3 = statistics.quantiles(ratios, n=4) if rounds > 1 else (ratios[0],) * 3
-    fp32_ms, int8_ms = statistics.median(t_fp32), statistics.median(t_int8)
-    return {"fp32_latency_ms": fp32_ms, "int8_latency_ms": int8_ms, "speedup": fp32_ms / int8_ms,
-            "speedup_min": min(ratios), "speedup_max": max(ratios), "speedup_iqr": q3 - q1,
+    p = paired_latency(fp32, q, x, rounds=rounds, repeats=repeats)
+    speedups = [1 / r for r in p.ratios]  # per round: fp32 / int8
+    q1, _, q3 = statistics.quantiles(speedups, n=4) if rounds > 1 else (speedups[0],) * 3
+    return {"fp32_latency_ms": p.original_ms, "int8_latency_ms": p.compressed_ms, "speedup": 1 / p.ratio,
+            "speedup_min": min(speedups), "speedup_max": max(speedups), "speedup_iqr": q3 - q1,
             "latency_rounds": rounds, "latency_batch": batch_size, "input_shape": list(shape)}
 
 

@@ -16,13 +16,11 @@ import torch
 from torch import nn
 
 from compression.core.errors import ConfigError
-from compression.core.modules import (check_layer_names, copy_model, count_params, refuse_frozen_code, set_module,
-                                      weight_layers)
+from compression.core.modules import check_layer_names, copy_model, refuse_frozen_code, set_module, weight_layers
 from compression.core.registry import MethodConfig, Report, register_config, register_handler
 from compression.data.datasets import Dataset
-from compression.metrics.evaluate import count_macs, measure_latency
+from compression.metrics.evaluate import before_after
 
-LATENCY_BATCH = 256
 SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -119,8 +117,8 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
     Returns:
         (new model in eval mode, Report with rows {layer, rank, full_rank, params_before,
         params_after, energy_kept} (weights only: the bias is unchanged) and metrics
-        params_before/after, macs_before/after and, if measure_latency, latency_before_ms /
-        latency_after_ms at batch 256).
+        params_before/after, macs_before/after and, if measure_latency, the paired latency of
+        metrics.evaluate.before_after at LATENCY_BATCH).
     """
     refuse_frozen_code(model, "Low-rank factorisation")
     check_layer_names(model, cfg.skip)
@@ -140,7 +138,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
         energy = float((S[:r].double() ** 2).sum() / (S.double() ** 2).sum().clamp_min(1e-300))
         rows.append({"layer": name, "rank": r, "full_rank": S.numel(), "params_before": before,
                      "params_after": after, "energy_kept": energy})
-    metrics = _size_metrics(model, new, _example(model, data), measure_latency)
+    metrics = before_after(model, new, _example(model, data), measure_latency)
     return new.eval(), Report("lowrank", cfg.to_dict(), rows, skipped, metrics)
 
 
@@ -151,17 +149,6 @@ def _example(model: nn.Module, data: Dataset | None) -> torch.Tensor:
     arch = getattr(model, "zoo_arch", None) or {}
     side = arch.get("image_size", 8)
     return torch.zeros(1, arch.get("in_channels", 1), side, side)
-
-
-def _size_metrics(model: nn.Module, new: nn.Module, example: torch.Tensor, latency: bool) -> dict:
-    metrics = {"params_before": count_params(model), "params_after": count_params(new),
-               "macs_before": count_macs(model, example)[0], "macs_after": count_macs(new, example)[0]}
-    if latency:
-        batch = example.repeat(LATENCY_BATCH, *([1] * (example.dim() - 1)))  # (256, C, H, W)
-        metrics["latency_before_ms"] = measure_latency(model, batch, repeats=20).median_ms
-        metrics["latency_after_ms"] = measure_latency(new, batch, repeats=20).median_ms
-        metrics["latency_batch"] = LATENCY_BATCH
-    return metrics
 
 
 register_handler(LowRankConfig)(lowrank)

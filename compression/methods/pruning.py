@@ -17,7 +17,7 @@ from compression.core.modules import (check_layer_names, copy_model, count_param
 from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.methods.training import TrainConfig, fit
-from compression.metrics.evaluate import accuracy_and_loss, count_macs, measure_latency
+from compression.metrics.evaluate import accuracy_and_loss, before_after
 
 METHODS = ("magnitude", "random", "taylor")
 SCOPES = ("layer", "global")
@@ -245,25 +245,13 @@ def channel_prune(model: nn.Module, cfg: ChannelPruneConfig, data: Dataset | Non
             if i >= cfg.calib_batches:
                 break
             F.cross_entropy(pruned(x), y).backward()
-    before, after_model = _out_channels(model), None
+    before = _out_channels(model)
     pruner.step()
     pruned.zero_grad(set_to_none=True)
     after = _out_channels(pruned)
     rows = [{"layer": n, "channels_before": before[n], "channels_after": after.get(n)} for n in before]
-    metrics = _shrink_metrics(model, pruned, example, measure_latency)
+    metrics = before_after(model, pruned, example, measure_latency)
     return pruned.eval(), Report("channel_prune", cfg.to_dict(), rows, [], metrics)
-
-
-def _shrink_metrics(model: nn.Module, pruned: nn.Module, example: torch.Tensor, latency: bool) -> dict:
-    metrics = {"params_before": count_params(model), "params_after": count_params(pruned),
-               "macs_before": count_macs(model, example)[0], "macs_after": count_macs(pruned, example)[0]}
-    if latency:
-        batch = example.repeat(256, *([1] * (example.dim() - 1)))
-        dense = measure_latency(model, batch, repeats=20).median_ms
-        small = measure_latency(pruned, batch, repeats=20).median_ms
-        metrics.update({"latency_before_ms": dense, "latency_after_ms": small,
-                        "latency_ratio": small / dense, "latency_batch": 256})
-    return metrics
 
 
 register_handler(ChannelPruneConfig)(channel_prune)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import math
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -16,10 +14,10 @@ from compression.core.devices import model_device, on_device
 from compression.core.errors import CompressionError
 from compression.core.modules import count_params, effective_weights, set_training
 from compression.data.datasets import Dataset, Preprocess, Split
+from compression.metrics.latency import LATENCY_BATCH, latency_batch, measure_latency, paired_latency
 from compression.models.compact import HOW as COMPACT_HOW, to_bytes
 
 EVAL_BATCH = 512
-LATENCY_BATCH = 64  # the one batch size every latency in the app and the CLI is measured at
 
 
 @torch.inference_mode()
@@ -129,49 +127,6 @@ def count_macs(model: nn.Module, example: torch.Tensor, kernels: str = "all") ->
 
 
 @dataclass(frozen=True)
-class Latency:
-    median_ms: float
-    iqr_ms: float
-    min_ms: float
-    repeats: int
-    batch_size: int
-    threads: int
-    device: str = "cpu"
-
-
-@torch.inference_mode()
-def measure_latency(model: nn.Module, example: torch.Tensor, repeats: int = 30, warmup: int = 5,
-                    threads: int | None = None, min_time_s: float = 0.0) -> Latency:
-    """Wall-clock latency of model(example) on the model's device: `warmup` untimed runs, then
-    `repeats` timed runs (more if `min_time_s` is not reached), each waiting for the GPU to finish
-    when there is one; median and inter-quartile range in milliseconds."""
-    example = example.to(model_device(model))
-    threads = threads or torch.get_num_threads()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    was_training = model.training
-    set_training(model, False)
-    sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
-    try:
-        for _ in range(warmup):
-            model(example)
-        sync()
-        times: list[float] = []
-        start_all = time.perf_counter()
-        while len(times) < repeats or time.perf_counter() - start_all < min_time_s:
-            t0 = time.perf_counter()
-            model(example)
-            sync()
-            times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        torch.set_num_threads(previous)
-        set_training(model, was_training)
-    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
-    return Latency(statistics.median(times), q3 - q1, min(times), len(times), int(example.shape[0]),
-                   threads, str(example.device))
-
-
-@dataclass(frozen=True)
 class EvalResult:
     """Everything `evaluate` measures. `to_dict` gives the flat JSON/DataFrame row."""
 
@@ -214,12 +169,19 @@ class EvalResult:
         return self.params
 
 
-def latency_batch(X: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The first `batch_size` samples of X, repeated if X holds fewer."""
-    batch = X[:batch_size]
-    if batch.shape[0] < batch_size:
-        batch = batch.repeat(-(-batch_size // batch.shape[0]), *([1] * (batch.dim() - 1)))[:batch_size]
-    return batch
+def before_after(model: nn.Module, new: nn.Module, example: torch.Tensor, latency: bool = True) -> dict:
+    """Parameters and MACs (on `example`, one sample (1, ...)) of a model and of its compressed copy
+    and, with `latency`, their paired latency (metrics.latency.paired_latency) at LATENCY_BATCH:
+    latency_before_ms, latency_after_ms, latency_ratio (after / before) with its range over the
+    rounds, latency_batch."""
+    metrics = {"params_before": count_params(model), "params_after": count_params(new),
+               "macs_before": count_macs(model, example)[0], "macs_after": count_macs(new, example)[0]}
+    if latency:
+        p = paired_latency(model, new, latency_batch(example, LATENCY_BATCH))
+        metrics.update({"latency_before_ms": p.original_ms, "latency_after_ms": p.compressed_ms,
+                        "latency_ratio": p.ratio, "latency_ratio_low": p.ratio_low,
+                        "latency_ratio_high": p.ratio_high, "latency_batch": LATENCY_BATCH})
+    return metrics
 
 
 def evaluate(model: nn.Module, data: Dataset, split: str | None = None, reference: nn.Module | None = None,

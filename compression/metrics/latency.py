@@ -7,12 +7,59 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.utils.benchmark as benchmark
 from torch import nn
 
-from compression.metrics.evaluate import LATENCY_BATCH, latency_batch, measure_latency
+from compression.core.devices import model_device
+from compression.core.modules import set_training
 
+LATENCY_BATCH = 64  # the one batch size every latency in the app and the CLI is measured at
 LATENCY_ROUNDS = 3
 MIN_CHANGE = 0.05  # a latency ratio within 5% of 1 is not claimed from a few rounds
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One model's latency at one batch size: median and inter-quartile range over the timed blocks
+    (each block's time per run), the fastest block, and how it was measured."""
+
+    median_ms: float
+    iqr_ms: float
+    min_ms: float
+    repeats: int         # timed runs in all (blocks x runs per block)
+    batch_size: int
+    threads: int
+    device: str = "cpu"
+    blocks: int = 1
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, example: torch.Tensor, repeats: int = 30, warmup: int = 5,
+                    threads: int | None = None, min_time_s: float = 0.0) -> Latency:
+    """Latency of model(example) on the model's device, with torch.utils.benchmark.Timer (which sets
+    the thread count and synchronises an accelerator): `warmup` untimed runs, then
+    `Timer.blocked_autorange` for at least `min_time_s` and about `repeats` runs' worth of time, in
+    blocks sized so the timer's own overhead is negligible; median and IQR over the blocks in ms."""
+    example = example.to(model_device(model))
+    threads = threads or torch.get_num_threads()
+    timer = benchmark.Timer("model(example)", globals={"model": model, "example": example}, num_threads=threads)
+    was_training = model.training
+    set_training(model, False)
+    try:
+        warm = timer.timeit(max(warmup - 2, 1))  # timeit adds two warm-up runs of its own
+        m = timer.blocked_autorange(min_run_time=max(min_time_s, repeats * warm.mean))
+    finally:
+        set_training(model, was_training)
+    return Latency(m.median * 1e3, m.iqr * 1e3, min(m.times) * 1e3, len(m.times) * m.number_per_run,
+                   int(example.shape[0]), threads, str(example.device), len(m.times))
+
+
+def latency_batch(X: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The first `batch_size` samples of X, repeated if X holds fewer."""
+    batch = X[:batch_size]
+    if batch.shape[0] < batch_size:
+        batch = batch.repeat(-(-batch_size // batch.shape[0]), *([1] * (batch.dim() - 1)))[:batch_size]
+    return batch
 
 
 def no_measurable_change(ratios: Sequence[float], ratio: float | None = None, min_change: float = MIN_CHANGE) -> bool:
@@ -41,6 +88,8 @@ class PairedLatency:
     threads: int
     repeats: int
     device: str = "cpu"
+    original_min_ms: float | None = None    # the fastest block of each model over all rounds
+    compressed_min_ms: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -66,13 +115,15 @@ class PairedLatency:
                 "latency_ratio": self.ratio, "latency_ratio_low": self.ratio_low,
                 "latency_ratio_high": self.ratio_high, "latency_ratios": list(self.ratios),
                 "latency_rounds": len(self.ratios), "latency_repeats": self.repeats,
-                "latency_measurable": self.measurable, "latency_device": self.device}
+                "latency_measurable": self.measurable, "latency_device": self.device,
+                "baseline_latency_min_ms": self.original_min_ms, "latency_min_ms": self.compressed_min_ms}
 
     @classmethod
     def from_dict(cls, d: dict) -> PairedLatency:
         """Back from `to_dict`."""
         return cls(d["baseline_latency_ms"], d["latency_ms"], d["latency_iqr_ms"], tuple(d["latency_ratios"]),
-                   d["batch_size"], d["threads"], d["latency_repeats"], d["latency_device"])
+                   d["batch_size"], d["threads"], d["latency_repeats"], d["latency_device"],
+                   d.get("baseline_latency_min_ms"), d.get("latency_min_ms"))
 
 
 def paired_latency(original: nn.Module, compressed: nn.Module, batch: torch.Tensor, rounds: int = LATENCY_ROUNDS,
@@ -95,7 +146,8 @@ def paired_latency(original: nn.Module, compressed: nn.Module, batch: torch.Tens
                          compressed_iqr_ms=statistics.median(t.iqr_ms for t in ours),
                          ratios=tuple(c.median_ms / b.median_ms for b, c in zip(base, ours)),
                          batch_size=int(batch.shape[0]), threads=ours[0].threads, repeats=repeats,
-                         device=ours[0].device)
+                         device=ours[0].device, original_min_ms=min(t.min_ms for t in base),
+                         compressed_min_ms=min(t.min_ms for t in ours))
 
 
 def paired_on_data(original: nn.Module, compressed: nn.Module, X: torch.Tensor, batch_size: int = LATENCY_BATCH,

@@ -25,7 +25,7 @@ from torch import nn
 from compression.core.errors import ModelDataMismatch
 from compression.core.modules import set_training
 from compression.data.text import Encoded, TextData, encode
-from compression.metrics.evaluate import Latency, measure_latency
+from compression.metrics.latency import Latency, PairedLatency, measure_latency, paired_latency
 from compression.models.model import Model
 
 EVAL_BATCH = 32
@@ -246,3 +246,11 @@ def text_latency(hf: Model, model: nn.Module | None = None, batch_size: int = 8,
     ids = random_ids(hf, batch_size, min(seq_len, max_positions(hf)))
     model = model if model is not None else hf.model
     return measure_latency(TextForward(model, hf.task), ids, repeats=repeats, threads=threads)
+
+
+def text_paired_latency(hf: Model, model: nn.Module, batch_size: int = 8, seq_len: int = 32, rounds: int = 3,
+                        repeats: int = 10) -> PairedLatency:
+    """`paired_latency` of hf.model and `model` (same tokenizer) on one (batch_size, seq_len) batch of
+    token ids, in `rounds` alternating rounds."""
+    ids = random_ids(hf, batch_size, min(seq_len, max_positions(hf)))
+    return paired_latency(TextForward(hf.model, hf.task), TextForward(model, hf.task), ids, rounds, repeats)

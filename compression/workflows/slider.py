@@ -10,8 +10,8 @@ from compression.core.modules import fold_masks_
 from compression.core.registry import compress
 from compression.data.datasets import Dataset
 from compression.methods.int8 import quantize_int8
-from compression.metrics.evaluate import LATENCY_BATCH, evaluate
-from compression.metrics.latency import LATENCY_ROUNDS, PairedLatency, paired_on_data
+from compression.metrics.evaluate import evaluate
+from compression.metrics.latency import LATENCY_BATCH, LATENCY_ROUNDS, PairedLatency, paired_on_data
 
 
 def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = True,

@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import compression.metrics.latency as latency_mod
-from compression.metrics.evaluate import LATENCY_BATCH, Latency
+from compression.metrics.latency import LATENCY_BATCH, Latency
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 MLP_PARAMS = 50610  # the default built-in model: anything else timed is the compressed model

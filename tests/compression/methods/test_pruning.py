@@ -12,6 +12,7 @@ from compression.methods.pruning import (channel_prune, ChannelPruneConfig, fine
                                          prune, PruneConfig)
 from compression.methods.training import TrainConfig
 from compression.metrics.evaluate import accuracy_and_loss
+from compression.metrics.latency import LATENCY_BATCH
 from compression.models import zoo
 
 
@@ -112,7 +113,8 @@ def test_channel_pruning_really_removes_channels(pretrained, digits, name):
     assert _same(before, model.state_dict())
 
 
-LATENCY_KEYS = {"latency_before_ms", "latency_after_ms", "latency_ratio", "latency_batch"}
+LATENCY_KEYS = {"latency_before_ms", "latency_after_ms", "latency_ratio", "latency_ratio_low", "latency_ratio_high",
+                "latency_batch"}
 
 
 @pytest.mark.parametrize("importance", ["l1", "taylor"])
@@ -121,16 +123,16 @@ def test_channel_pruning_without_timing_times_nothing_and_prunes_the_same(pretra
     """What a curve of many sparsities needs (workflows.curves.sweep_configs compresses once per
     point): measure_latency=False runs no latency measurement at all, and gives the same model and
     report as a timed run but for the latency keys, which a timed run keeps."""
-    import compression.methods.pruning as pruning_module
+    import compression.metrics.latency as latency_module
 
     model, cfg = pretrained("mlp"), ChannelPruneConfig(sparsity=0.5, importance=importance)
     timed, timed_report = channel_prune(model, cfg, digits, measure_latency=True)
-    assert LATENCY_KEYS <= set(timed_report.metrics) and timed_report.metrics["latency_batch"] == 256
+    assert LATENCY_KEYS <= set(timed_report.metrics) and timed_report.metrics["latency_batch"] == LATENCY_BATCH
 
     def no_timing(*_, **__):
         raise AssertionError("timed although measure_latency=False")
 
-    monkeypatch.setattr(pruning_module, "measure_latency", no_timing)
+    monkeypatch.setattr(latency_module, "measure_latency", no_timing)
     small, report = channel_prune(model, cfg, digits, measure_latency=False)
     assert _same(small.state_dict(), timed.state_dict()) and report.layers == timed_report.layers
     assert report.metrics == {k: v for k, v in timed_report.metrics.items() if k not in LATENCY_KEYS}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -10,8 +11,9 @@ import torch.nn.utils.prune
 from torch import nn
 
 from compression.data.datasets import Dataset, Split
-from compression.metrics.evaluate import (agreement, confusion_matrix, count_macs, count_nonzero_params,
-                                  evaluate, measure_latency, topk_accuracy)
+from compression.metrics.evaluate import (agreement, confusion_matrix, count_macs, count_nonzero_params, evaluate,
+                                          topk_accuracy)
+from compression.metrics.latency import measure_latency
 
 
 class _Fixed(nn.Module):
@@ -81,7 +83,20 @@ def test_nonzero_counts_masks():
 
 def test_latency_is_measured():
     lat = measure_latency(nn.Linear(64, 64), torch.zeros(8, 64), repeats=7, warmup=2)
-    assert lat.repeats == 7 and lat.median_ms > 0 and lat.iqr_ms >= 0 and lat.batch_size == 8
+    assert lat.repeats >= 7 and lat.median_ms > 0 and lat.iqr_ms >= 0 and lat.batch_size == 8
+    assert lat.blocks >= 1 and lat.repeats % lat.blocks == 0 and lat.min_ms <= lat.median_ms
+
+
+class _Sleeper(nn.Module):
+    def forward(self, x):
+        time.sleep(0.02)
+        return x
+
+
+def test_latency_blocks_cover_about_repeats_runs_of_a_slow_model():
+    lat = measure_latency(_Sleeper(), torch.zeros(2, 3), repeats=5, warmup=1, threads=1)
+    assert lat.median_ms >= 20 and lat.min_ms >= 20 and lat.threads == 1
+    assert 3 <= lat.blocks <= 6 and lat.repeats == lat.blocks  # a 20 ms run is a block of its own
 
 
 def test_evaluate_builtin_with_reference(digits, pretrained):

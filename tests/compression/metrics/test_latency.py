@@ -10,13 +10,12 @@ from torch import nn
 
 import compression.metrics.latency as latency_mod
 from compression.figures.compress import sim_vs_real_figure
+from compression.methods.int8 import quantize_int8
 from compression.methods.pruning import ChannelPruneConfig, PruneConfig
 from compression.methods.quantization import QuantConfig
-from compression.methods import int8 as int8_mod
-from compression.methods.int8 import quantize_int8
-from compression.metrics.evaluate import LATENCY_BATCH, Latency, evaluate
-from compression.metrics.latency import (PairedLatency, no_measurable_change, paired_latency, ratio_text,
-                                         setting_text)
+from compression.metrics.evaluate import evaluate
+from compression.metrics.latency import (LATENCY_BATCH, Latency, PairedLatency, no_measurable_change, paired_latency,
+                                         ratio_text, setting_text)
 from compression.models import zoo
 from compression.workflows.slider import SIMULATED_SPEED, compressed_latency, real_int8, speed_note
 
@@ -97,7 +96,7 @@ def test_one_batch_size_everywhere(monkeypatch, digits):
     assert inspect.signature(evaluate).parameters["batch_size"].default == LATENCY_BATCH
     assert inspect.signature(compressed_latency).parameters["batch_size"].default == LATENCY_BATCH
     assert inspect.signature(quantize_int8).parameters["batch_size"].default == LATENCY_BATCH
-    method_batches = _constant_clock(monkeypatch, int8_mod)
+    method_batches = _constant_clock(monkeypatch, latency_mod)
     _, report = quantize_int8(zoo.load_pretrained("mlp"), rounds=2)  # the CLI's int8 timing
     assert report.metrics["latency_batch"] == LATENCY_BATCH and set(method_batches) == {LATENCY_BATCH}
 
