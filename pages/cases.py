@@ -51,7 +51,7 @@ def case_work(name: str, quick: bool, seeds: int):
     """The body of a case's background job."""
     def work(job):
         return cases.run_case(name, quick=quick, seeds=seeds, stop=job.stop,
-                              progress=lambda done, total, msg: job.report(done / total, msg))
+                              progress=lambda done, total, msg: job.update(done / total, msg))
     return work
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from compression.figures.analysis import store_frame, tradeoff_figure
+from compression.io.store import Store, default_store_path
 from ui.errors import show_error
 from ui.widgets import filter_frame, intro
 
@@ -14,13 +15,6 @@ intro("Every run recorded in the experiment store (a SQLite file; the CLI record
       "option, the app with its own). Filter the table, pick runs to compare their settings and numbers "
       "column by column, or delete runs you no longer need. The plots place the shown runs on accuracy "
       "against size and latency, with the Pareto front (the runs nothing else beats on both) dashed.")
-
-try:
-    from compression.io.store import Store, default_store_path
-except ImportError:
-    st.info("The experiment store (compression/io/store.py) is not part of this build yet: runs will be "
-            "listed here once it is.")
-    st.stop()
 
 try:
     store = Store(default_store_path())

@@ -195,7 +195,7 @@ if d3.button("Distil", key="hf_distill"):
     cfg = ts.HFDistillConfig(keep_every=int(keep_every), epochs=int(epochs))
     start_background(DISTILL_JOB, "Distillation", lambda job: ts.distill_hf(
         hf, data, cfg, stop=job.stop,
-        callback=lambda p: job.report(p.fraction, f"epoch {p.epoch + 1}/{p.epochs}, loss {p.loss:.4f}")))
+        callback=lambda p: job.update(p.fraction, f"epoch {p.epoch + 1}/{p.epochs}, loss {p.loss:.4f}")))
 job = job_panel(DISTILL_JOB, "Distillation")
 if job is not None and job.done and job.result is not None:
     m = job.result[1].metrics

@@ -51,7 +51,7 @@ def start_background(key: str, name: str, work) -> None:
 
 def epoch_callback(job: Job, total: int):
     """A training callback that reports progress (and per-epoch rows) into a background job."""
-    return lambda p: job.report(p.fraction, f"epoch {p.epoch + 1}/{total}", p.__dict__ if p.phase == "epoch" else None)
+    return lambda p: job.update(p.fraction, f"epoch {p.epoch + 1}/{total}", p.__dict__ if p.phase == "epoch" else None)
 
 
 def training_controls(key: str, title: str, button: str, epochs_col, button_col, train):

@@ -250,7 +250,7 @@ def _apply(model: nn.Module, plan: dict, kind: str, data: Dataset, sweep: pd.Dat
     extra = {"percentile": a["percentile"]} if a.get("percentile") is not None else {}
     cfg = QuantConfig(bits=max(plan.values()), granularity=a.get("granularity", "channel"),
                       symmetric=a.get("symmetric", True), calibration=a.get("calibration", "minmax"),
-                      activations=a.get("activations", False), layer_bits=plan, **extra)
+                      activations=a.get("activations", False), overrides=plan, **extra)
     return quantize(model, cfg, data)
 
 

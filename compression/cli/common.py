@@ -94,7 +94,7 @@ def add_record_args(p: argparse.ArgumentParser) -> None:
                         "--store PATH, else $COMPRESSION_STORE, else ~/.local/share/compression-studio/runs.sqlite)")
 
 
-def record(args: argparse.Namespace, kind: str, model_id: str, data, config: dict, metrics: dict,
+def record(args: argparse.Namespace, kind: str, model, data, config: dict, metrics: dict,
             artefacts: dict) -> dict:
     """Record the run in the experiment store unless --no-store (recording is the default: --store
     PATH, else $COMPRESSION_STORE, else the user's data folder). Returns {"run_id", "store"} to
@@ -102,5 +102,5 @@ def record(args: argparse.Namespace, kind: str, model_id: str, data, config: dic
     if getattr(args, "no_store", False):
         return {}
     store = store_from_args(args, default=True)
-    run_id = store.record(kind, model_id, f"{data.name}:{data.fingerprint}", config, metrics, artefacts)
+    run_id = store.record(kind, model, data, config, metrics, artefacts)
     return {"run_id": run_id, "store": str(store.path)}

@@ -28,7 +28,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save", default=None, help="write the compressed model in the compact format")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--include", default="", help="comma-separated layer names or patterns (layers.*.conv1) to "
+                                                 "compress; default every layer")
+    p.add_argument("--exclude", default="", help="comma-separated layer names or patterns left as they are")
     add_record_args(p)
+
+
+def _selection(args: argparse.Namespace) -> dict:
+    """{include, exclude} tuples from the comma-separated --include / --exclude."""
+    return {key: tuple(s.strip() for s in (getattr(args, key) or "").split(",") if s.strip())
+            for key in ("include", "exclude")}
 
 
 ORIGINAL_SUFFIXES = {"torchscript": ".pt", "exported": ".pt2"}  # a user's model may save back in its format
@@ -64,7 +73,7 @@ def finish(args: argparse.Namespace, loaded, data, model, report, baseline_model
     result["skipped"] = [{"layer": n, "reason": r} for n, r in report.skipped]
     artefacts = _save(model, getattr(args, "save", None), loaded, data.val.X[:1])
     result.update(artefacts)
-    result.update(record(args, report.config.get("kind", report.method), f"{loaded.name}:{loaded.fingerprint}",
+    result.update(record(args, report.config.get("kind", report.method), loaded,
                           data, report.config, {k: v for k, v in result.items() if k not in ("layers", "config")},
                           artefacts))
     return result
@@ -82,10 +91,11 @@ def _setup_prune(p: argparse.ArgumentParser) -> None:
 def cmd_prune(args: argparse.Namespace) -> dict:
     loaded, data = load_inputs(args)
     if args.method == "channel":
-        cfg = pruning.ChannelPruneConfig(sparsity=args.sparsity)
+        cfg = pruning.ChannelPruneConfig(sparsity=args.sparsity, **_selection(args))
         model, report = pruning.channel_prune(loaded.model, cfg, data, measure_latency=not args.no_latency)
     else:
-        cfg = pruning.PruneConfig(method=args.method, sparsity=args.sparsity, scope=args.scope, seed=args.seed)
+        cfg = pruning.PruneConfig(method=args.method, sparsity=args.sparsity, scope=args.scope, seed=args.seed,
+                                  **_selection(args))
         model, report = pruning.prune(loaded.model, cfg, data)
     if args.finetune_epochs:
         model, ft = pruning.finetune(model, data, TrainConfig(epochs=args.finetune_epochs, seed=args.seed))
@@ -120,8 +130,8 @@ def _int8_macs(model, data) -> dict:
 def cmd_quantize(args: argparse.Namespace) -> dict:
     loaded, data = load_inputs(args)
     if args.int8:
-        model, report = quantize_int8(loaded.model, measure=not args.no_latency,
-                                                   input_shape=data.input_shape)
+        model, report = quantize_int8(loaded.model, **_selection(args), measure=not args.no_latency,
+                                      input_shape=data.input_shape)
         report.metrics.update(_int8_macs(model, data))
         save_path, args.save = args.save, None
         result = finish(args, loaded, data, model, report)
@@ -132,7 +142,7 @@ def cmd_quantize(args: argparse.Namespace) -> dict:
             result.update({"saved": save_path, "saved_format": "torchscript (real int8 kernels)"})
         return result
     cfg = quantization.QuantConfig(bits=args.bits, granularity=args.granularity, symmetric=not args.asymmetric,
-                                   activations=args.activations, calibration=args.calibration)
+                                   activations=args.activations, calibration=args.calibration, **_selection(args))
     model, report = quantization.quantize(loaded.model, cfg, data)
     return finish(args, loaded, data, model, report)
 
@@ -146,7 +156,7 @@ def _setup_lowrank(p: argparse.ArgumentParser) -> None:
 @command("lowrank", "replace layers by truncated-SVD factors", _setup_lowrank)
 def cmd_lowrank(args: argparse.Namespace) -> dict:
     loaded, data = load_inputs(args)
-    cfg = lowrank.LowRankConfig(rank_ratio=args.rank_ratio, include_conv=args.include_conv)
+    cfg = lowrank.LowRankConfig(rank_ratio=args.rank_ratio, include_conv=args.include_conv, **_selection(args))
     model, report = lowrank.lowrank(loaded.model, cfg, data, measure_latency=not args.no_latency)
     return finish(args, loaded, data, model, report)
 
@@ -200,6 +210,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     row = eval_row(loaded.model, data, latency=not args.no_latency, device=args.device)
     result = {"model": loaded.name, "model_kind": loaded.origin, "data": data.name, "device": args.device, **row,
               **data_row(loaded.model, data, row["accuracy"])}
-    result.update(record(args, "evaluate", f"{loaded.name}:{loaded.fingerprint}", data, {"kind": "evaluate"},
+    result.update(record(args, "evaluate", loaded, data, {"kind": "evaluate"},
                           result, {}))
     return result

@@ -32,7 +32,8 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fraction", type=float, default=0.25, help="heads / ffn: fraction removed per block")
     p.add_argument("--bits", type=int, default=8, help="quantize: bit-width 2-16")
     p.add_argument("--rank-ratio", type=float, default=0.5, help="lowrank: kept rank / full rank")
-    p.add_argument("--keep", default="", help="int8: comma-separated Linear layers kept in fp32")
+    p.add_argument("--exclude", "--keep", dest="exclude", default="",
+                   help="int8: comma-separated Linear layers (names or patterns) kept in fp32")
     p.add_argument("--embeddings", action="store_true", help="prune: embeddings too; quantize: they always are")
     p.add_argument("--target", type=float, default=0.99, help="target: fidelity to reach")
     p.add_argument("--epochs", type=int, default=3, help="distill: epochs")
@@ -70,7 +71,7 @@ def method_config(args: argparse.Namespace):
         "heads": lambda: ts.HeadPruneConfig(fraction=args.fraction),
         "ffn": lambda: ts.FFNPruneConfig(fraction=args.fraction),
         "quantize": lambda: ts.HFQuantConfig(bits=args.bits),
-        "int8": lambda: ts.Int8Config(keep=tuple(k.strip() for k in args.keep.split(",") if k.strip())),
+        "int8": lambda: ts.Int8Config(exclude=tuple(k.strip() for k in args.exclude.split(",") if k.strip())),
         "lowrank": lambda: ts.HFLowRankConfig(rank_ratio=args.rank_ratio),
     }[args.method]()
 

@@ -1,12 +1,18 @@
-"""Background jobs for long work (sweeps, distillation, fine-tuning): a thread that reports progress
-into a Job object and stops when asked. No UI here; the app polls a Job from a fragment."""
+"""Background jobs for long work (sweeps, distillation, fine-tuning) on `concurrent.futures`: the
+work runs on a shared thread pool, reports progress into its Job and stops when asked. No UI here;
+the app polls a Job from a fragment."""
 from __future__ import annotations
 
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+# One pool for the process: a few jobs at once (each user runs at most one per kind), threads named
+# job-N so a stack dump shows what they are.
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="job")
 
 
 @dataclass
@@ -23,12 +29,12 @@ class Job:
     error_trace: str = ""
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    thread: threading.Thread | None = field(default=None, repr=False)
+    future: Future | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        return self.future is not None and not self.future.done()
 
     @property
     def done(self) -> bool:
@@ -38,7 +44,7 @@ class Job:
     def stopped(self) -> bool:
         return self.stop.is_set()
 
-    def report(self, fraction: float, message: str = "", event: Any = None) -> None:
+    def update(self, fraction: float, message: str = "", event: Any = None) -> None:
         """Called from the worker: progress 0-1, a short message, and an optional event."""
         with self.lock:
             self.fraction = max(0.0, min(1.0, fraction))
@@ -53,20 +59,20 @@ class Job:
 
 
 def start_job(name: str, work: Callable[[Job], Any]) -> Job:
-    """Run `work(job)` in a daemon thread; its return value lands in job.result, any exception
-    in job.error (never raised into the caller)."""
+    """Submit `work(job)` to the job pool; its return value lands in job.result, any exception
+    in job.error (never raised into the caller). A job waiting for a free worker can be stopped
+    before it starts."""
     job = Job(name)
 
     def runner() -> None:
         try:
             job.result = work(job)
-            job.report(1.0, "stopped" if job.stopped else "done")
+            job.update(1.0, "stopped" if job.stopped else "done")
         except BaseException as exc:  # reported to the UI, never lost
             job.error, job.error_trace = exc, traceback.format_exc()
             job.message = f"failed: {exc}"
         finally:
             job.finished = time.time()
 
-    job.thread = threading.Thread(target=runner, name=f"job-{name}", daemon=True)
-    job.thread.start()
+    job.future = _POOL.submit(runner)
     return job

@@ -1,7 +1,12 @@
-"""Finding the layers a method can work on, with the reason for each layer it skips."""
+"""Finding the layers a method can work on, with the reason for each layer it skips.
+
+Every method chooses layers the same way: `include` and `exclude` lists of layer names or fnmatch
+patterns ('layers.*.conv1'; an empty include means every layer), plus per-layer `overrides` of
+the method's level where it has one (sparsity, bits)."""
 from __future__ import annotations
 
 import copy
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
@@ -60,11 +65,26 @@ def refuse_frozen_code(model: nn.Module, what: str) -> None:
         raise UnsupportedLayerError(reason)
 
 
-def weight_layers(model: nn.Module, types: tuple[type, ...] = WEIGHT_LAYERS,
-                  skip: tuple[str, ...] = ()) -> tuple[dict[str, nn.Module], list[tuple[str, str]]]:
+def matches(name: str, patterns) -> bool:
+    """True when `name` is one of `patterns` or matches one of them (fnmatch: *, ?, [...])."""
+    return any(name == p or fnmatchcase(name, p) for p in patterns)
+
+
+def not_selected(name: str, include=(), exclude=()) -> str | None:
+    """Why the layer is left out by an include / exclude selection, or None when it is chosen."""
+    if include and not matches(name, include):
+        return "not in the include list"
+    if matches(name, exclude):
+        return "in the exclude list"
+    return None
+
+
+def weight_layers(model: nn.Module, types: tuple[type, ...] = WEIGHT_LAYERS, include: tuple[str, ...] = (),
+                  exclude: tuple[str, ...] = ()) -> tuple[dict[str, nn.Module], list[tuple[str, str]]]:
     """Leaf modules with a `weight` that a method can compress, in forward-definition order:
     modules of `types`, TorchScript submodules scripted from them, and (for torch.export
     programs) the modules that loading lifted out of the graph's convolution and linear ops.
+    `include` / `exclude` choose among them (see `not_selected`).
 
     Returns:
         (layers by qualified name, skipped [(name, reason)]). Leaf modules that hold parameters
@@ -75,8 +95,9 @@ def weight_layers(model: nn.Module, types: tuple[type, ...] = WEIGHT_LAYERS,
         if list(module.children()):
             continue
         has_params = any(True for _ in module.parameters(recurse=False))
-        if name in skip:
-            skipped.append((name, "in the skip list"))
+        left_out = not_selected(name, include, exclude) if has_params else None
+        if left_out:
+            skipped.append((name, left_out))
         elif is_layer(module, types):
             layers[name] = module
         elif is_layer(module, NORM_LAYERS):
@@ -87,9 +108,10 @@ def weight_layers(model: nn.Module, types: tuple[type, ...] = WEIGHT_LAYERS,
 
 
 def check_layer_names(model: nn.Module, names, what: str = "layer") -> None:
-    """Raise ConfigError listing any name that is not a module of the model."""
+    """Raise ConfigError listing any name that is not a module of the model, or any pattern that
+    matches none of its modules."""
     known = dict(model.named_modules())
-    bad = [n for n in names if n not in known]
+    bad = [n for n in names if n not in known and not any(fnmatchcase(k, n) for k in known if k)]
     if bad:
         valid = [n for n, m in known.items() if n and not list(m.children())]
         raise ConfigError(f"Unknown {what} name(s): {', '.join(bad)}. Layers of this model: {', '.join(valid)}.")

@@ -41,6 +41,8 @@ class MethodConfig:
     """Base of every method config. Subclasses set `kind` and validate in __post_init__."""
 
     kind: ClassVar[str] = "base"
+    # field names of earlier versions, read from stored runs and recipes: {old: new}
+    renamed: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind}
@@ -54,7 +56,7 @@ class MethodConfig:
 
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
-        d = dict(d)
+        d = {cls.renamed.get(k, k): v for k, v in d.items()}
         d.pop("kind", None)
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(d) - set(names)
@@ -94,6 +96,15 @@ def name_pairs(value, cast, what: str, example: str) -> tuple[tuple[str, Any], .
         return tuple(sorted((str(k), cast(v)) for k, v in items))
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must map layer names to values, e.g. {example}.") from None
+
+
+def layer_patterns(value, what: str) -> tuple[str, ...]:
+    """Normalise an `include` / `exclude` list of layer names or fnmatch patterns ('layers.*.conv1')
+    to a tuple of strings; ConfigError for a bare string or a non-list."""
+    if isinstance(value, str) or not isinstance(value, (tuple, list, set, frozenset)):
+        raise ConfigError(f"{what} must be a list of layer names or patterns, e.g. ['fc3'] or ['layers.*']; "
+                          f"got {value!r}.")
+    return tuple(str(v) for v in value)
 
 
 def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,

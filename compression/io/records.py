@@ -12,4 +12,4 @@ def record_case(result: CaseResult, store=None) -> str:
     d = result.to_dict()
     config = {"kind": "case", "case": result.case, "quick": result.quick, "seeds": len(result.seeds)}
     store = store if store is not None else Store()   # not `store or`: an empty Store is falsy (len 0)
-    return store.record("case", f"case:{result.case}", (data.name, data.fingerprint), config, d)
+    return store.record("case", f"case:{result.case}", data, config, d)

@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from compression.core.plain import to_json
 from compression.io.store_schema import (BUSY_TIMEOUT_MS, DamagedRunError, ELSEWHERE, JSON_COLUMNS, MIGRATIONS,
@@ -49,26 +49,38 @@ def default_store_path() -> Path:
     return Path(base).expanduser() / "compression-studio" / "runs.sqlite"
 
 
-def identity(value: Any) -> tuple[str, str]:
-    """(name, fingerprint) of a model or data set given as a Model / Dataset (anything with
-    .name and .fingerprint), a (name, fingerprint) pair, a dict, or a 'name:fingerprint' string
-    (the CLI's form; 'demo:mlp:demo:mlp' -> ('demo:mlp', 'demo:mlp')). A bare name has fingerprint ''."""
+class Identity(NamedTuple):
+    """Who a run is about: a model's or data set's name and content fingerprint ('' when unknown)."""
+
+    name: str
+    fingerprint: str = ""
+
+
+def identity(value: Any) -> Identity:
+    """The Identity of a model or data set given as an Identity or (name, fingerprint) pair, an
+    object with .name and .fingerprint (Model, Dataset), a dict with those keys, or a bare name
+    (fingerprint ''). A string is always a name: nothing is parsed out of it."""
     if value is None:
-        return "", ""
+        return Identity("")
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        return str(value[0]), str(value[1])
+        return Identity(str(value[0]), str(value[1]))
     if isinstance(value, dict):
-        return str(value.get("name", "")), str(value.get("fingerprint", ""))
+        return Identity(str(value.get("name", "")), str(value.get("fingerprint", "")))
     if hasattr(value, "name") and hasattr(value, "fingerprint"):
-        return str(value.name), str(value.fingerprint)
-    text = str(value)
+        return Identity(str(value.name), str(value.fingerprint))
+    return Identity(str(value))
+
+
+def query_identity(text: str) -> Identity:
+    """A model filter as a user types it (`runs --model`): 'name:fingerprint' when it ends in a
+    16-hex-digit fingerprint, 'x:x' for a built-in recorded under its own name, else a bare name."""
     half = len(text) // 2
     if len(text) % 2 == 1 and text[half] == ":" and text[:half] == text[half + 1:]:
-        return text[:half], text[half + 1:]
+        return Identity(text[:half], text[half + 1:])
     name, sep, tail = text.rpartition(":")
     if sep and len(tail) == 16 and all(c in "0123456789abcdef" for c in tail):
-        return name, tail
-    return text, ""
+        return Identity(name, tail)
+    return Identity(text)
 
 
 @dataclass(frozen=True)
@@ -87,14 +99,6 @@ class Run:
     model_fingerprint: str = ""
     data_fingerprint: str = ""
     seq: int = 0
-
-    @property
-    def model_id(self) -> str:
-        return f"{self.model}:{self.model_fingerprint}" if self.model_fingerprint else self.model
-
-    @property
-    def data_id(self) -> str:
-        return f"{self.data}:{self.data_fingerprint}" if self.data_fingerprint else self.data
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "created": self.created, "kind": self.kind, "status": self.status,
@@ -291,22 +295,21 @@ class Store:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    def record(self, kind: str, model_id: Any, data_id: Any, config: dict, metrics: dict,
+    def record(self, kind: str, model: Any, data: Any, config: dict, metrics: dict,
                artefacts: dict | None = None, status: str = "done") -> str:
         """Insert one run in a single transaction and return its id (uuid4 hex).
 
         Args:
-            model_id, data_id: 'name:fingerprint', a (name, fingerprint) pair, or an object with
-                .name and .fingerprint (Model, Dataset); see `identity`.
+            model, data: an Identity or (name, fingerprint) pair, an object with .name and
+                .fingerprint (Model, Dataset), or a bare name; see `identity`.
             config, metrics, artefacts: JSON-able dicts (tensors, numpy values and configs with
                 to_dict() are converted; NaN becomes null).
         """
         if not isinstance(kind, str) or not kind:
             raise StoreError(f"A run needs a non-empty kind string; got {kind!r}.")
         run_id = uuid.uuid4().hex
-        model, model_fp = identity(model_id)
-        data, data_fp = identity(data_id)
-        row = (run_id, utc_now(), kind, status, model, model_fp, data, data_fp,
+        (model_name, model_fp), (data_name, data_fp) = identity(model), identity(data)
+        row = (run_id, utc_now(), kind, status, model_name, model_fp, data_name, data_fp,
                to_json(config or {}), to_json(metrics or {}), to_json(artefacts or {}))
 
         def insert() -> None:
@@ -368,7 +371,7 @@ class Store:
             where.append("kind = ?")
             params.append(kind)
         if model:
-            name, fp = identity(model)
+            name, fp = query_identity(str(model))
             where.append("(model = ? OR model_fingerprint = ? OR (model = ? AND model_fingerprint = ?))")
             params += [str(model), str(model), name, fp]
         sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq DESC"

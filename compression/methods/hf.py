@@ -23,9 +23,11 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import check_layer_names, copy_model, count_params, fold_masks_, set_module
+from compression.core.modules import (check_layer_names, copy_model, count_params, fold_masks_, not_selected,
+                                      set_module)
 from compression.core.quant import sqnr_db
-from compression.core.registry import MethodConfig, Report, check_range, register_config, register_handler
+from compression.core.registry import (MethodConfig, Report, check_range, layer_patterns, register_config,
+                                       register_handler)
 from compression.methods.int8 import REAL_INT8, int8_layers
 from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
 from compression.methods.pruning import PruneConfig, prune
@@ -70,7 +72,7 @@ def prune_hf(model: nn.Module, cfg: HFPruneConfig, data=None) -> tuple[nn.Module
     if cfg.embeddings:
         inner = PruneConfig(sparsity=cfg.sparsity, overrides={n: cfg.sparsity for n in embedding_names(model)})
     else:
-        inner = PruneConfig(sparsity=cfg.sparsity, skip=tuple(tied_heads(model)))
+        inner = PruneConfig(sparsity=cfg.sparsity, exclude=tuple(tied_heads(model)))
     pruned, report = prune(model, inner)
     fold_masks_(pruned)
     report.method, report.config = cfg.kind, cfg.to_dict()
@@ -140,8 +142,8 @@ class HFQuantConfig(MethodConfig):
 
 @register_handler(HFQuantConfig)
 def quantize_hf(model: nn.Module, cfg: HFQuantConfig, data=None) -> tuple[nn.Module, Report]:
-    skip = () if cfg.embeddings else tuple(embedding_names(model) + tied_heads(model))
-    new, report = quantize(model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, skip=skip))
+    exclude = () if cfg.embeddings else tuple(embedding_names(model) + tied_heads(model))
+    new, report = quantize(model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, exclude=exclude))
     report.method, report.config = cfg.kind, cfg.to_dict()
     report.metrics.update(size_metrics(model, new))
     return new.eval(), report
@@ -150,13 +152,17 @@ def quantize_hf(model: nn.Module, cfg: HFQuantConfig, data=None) -> tuple[nn.Mod
 @register_config
 @dataclass(frozen=True)
 class Int8Config(MethodConfig):
-    """Real int8 (PyTorch dynamic quantization kernels) of every Linear layer except those in `keep`."""
+    """Real int8 (PyTorch dynamic quantization kernels) of the Linear layers chosen by include /
+    exclude (names or patterns; empty include: all); the others stay fp32."""
 
     kind: ClassVar[str] = "hf_int8"
-    keep: tuple = ()
+    renamed: ClassVar[dict[str, str]] = {"keep": "exclude"}
+    include: tuple = ()
+    exclude: tuple = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "keep", tuple(str(k) for k in self.keep))
+        object.__setattr__(self, "include", layer_patterns(self.include, "include"))
+        object.__setattr__(self, "exclude", layer_patterns(self.exclude, "exclude"))
 
 
 def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
@@ -171,8 +177,9 @@ def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
 
 @register_handler(Int8Config)
 def int8_hf(model: nn.Module, cfg: Int8Config, data=None) -> tuple[nn.Module, Report]:
-    check_layer_names(model, cfg.keep)
-    names = [n for n in linear_names(model, tied=True) if n not in cfg.keep]
+    check_layer_names(model, cfg.include + cfg.exclude)
+    linears = linear_names(model, tied=True)
+    names = [n for n in linears if not not_selected(n, cfg.include, cfg.exclude)]
     if not names:
         raise UnsupportedLayerError("Nothing to quantize: every Linear layer is kept in fp32.")
     new = int8_copy(model, names)
@@ -180,7 +187,7 @@ def int8_hf(model: nn.Module, cfg: Int8Config, data=None) -> tuple[nn.Module, Re
     rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
              "sqnr_db": sqnr_db(model.get_submodule(n).weight, new.get_submodule(n).weight().dequantize())}
             for n in done]
-    skipped = [(n, "kept in fp32") for n in cfg.keep]
+    skipped = [(n, f"{not_selected(n, cfg.include, cfg.exclude)}: kept in fp32") for n in linears if n not in names]
     skipped += [(n, "Embedding: no dynamic int8 kernel; kept fp32") for n in embedding_names(model)]
     metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(done), **size_metrics(model, new)}
     untied = [n for n in tied_heads(model) if n in done]

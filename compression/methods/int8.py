@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import nn
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import refuse_frozen_code, weight_layers
+from compression.core.modules import check_layer_names, refuse_frozen_code, weight_layers
 from compression.core.quant import sqnr_db
 from compression.core.registry import Report
 from compression.methods.quantization import prepare_copy
@@ -35,13 +35,15 @@ def _quiet_deprecations() -> Iterator[None]:
         yield
 
 
-def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = LATENCY_BATCH,
-                  input_shape: tuple[int, ...] | None = None, rounds: int = 5) -> tuple[nn.Module, Report]:
+def quantize_int8(model: nn.Module, *, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                  measure: bool = True, batch_size: int = LATENCY_BATCH, input_shape: tuple[int, ...] | None = None,
+                  rounds: int = 5) -> tuple[nn.Module, Report]:
     """Real int8 of a copy of `model`: torch.ao.quantization.quantize_dynamic on its Linear layers
     (int8 weights, inputs quantized on the fly by the int8 kernels, fp32 out). Conv and Embedding
     layers stay fp32 and are listed as skipped. Any simulated input quantization is dropped.
 
     Args:
+        include, exclude: layer names or patterns turned int8 (empty include: all) and kept fp32.
         measure: time fp32 and int8 (metrics.latency.paired_latency) at `batch_size` (default
             LATENCY_BATCH, the batch every other latency is measured at) on a random input
             of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)), paired:
@@ -55,15 +57,16 @@ def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = L
         latency_batch, input_shape}.
     """
     refuse_frozen_code(model, "Real int8 (module swapping)")
+    check_layer_names(model, tuple(include) + tuple(exclude))
     fp32 = prepare_copy(model).eval()
-    layers, skipped = weight_layers(fp32)
+    layers, skipped = weight_layers(fp32, include=tuple(include), exclude=tuple(exclude))
     linears = [n for n, m in layers.items() if isinstance(m, nn.Linear)]
     skipped += [(n, f"{type(m).__name__}: PyTorch has no dynamic int8 kernel for it; kept fp32")
                 for n, m in layers.items() if not isinstance(m, nn.Linear)]
     if not linears:
         raise UnsupportedLayerError("Real int8 needs Linear layers: PyTorch's dynamic int8 kernels cover only those.")
     with _quiet_deprecations():
-        q = torch.ao.quantization.quantize_dynamic(fp32, {nn.Linear}, dtype=torch.qint8)  # copies fp32
+        q = torch.ao.quantization.quantize_dynamic(fp32, set(linears), dtype=torch.qint8)  # copies fp32
         rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
                  "sqnr_db": sqnr_db(layers[n].weight, q.get_submodule(n).weight().dequantize())} for n in linears]
         fp32_file_bytes, int8_file_bytes = _state_bytes(fp32), _state_bytes(q)
@@ -74,7 +77,8 @@ def quantize_int8(model: nn.Module, *, measure: bool = True, batch_size: int = L
                                 "with pruning masks folded vs int8 model with packed weights)"}
         if measure:
             metrics.update(_int8_latency(fp32, q, batch_size, input_shape, rounds))
-    return q, Report("int8", {"kind": "int8"}, rows, skipped, metrics, simulated=False)
+    config = {"kind": "int8", "include": list(include), "exclude": list(exclude)}
+    return q, Report("int8", config, rows, skipped, metrics, simulated=False)
 
 
 def _int8_latency(fp32: nn.Module, q: nn.Module, batch_size: int, input_shape: tuple[int, ...] | None,

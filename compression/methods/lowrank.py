@@ -17,7 +17,7 @@ from torch import nn
 
 from compression.core.errors import ConfigError
 from compression.core.modules import check_layer_names, copy_model, refuse_frozen_code, set_module, weight_layers
-from compression.core.registry import MethodConfig, Report, register_config, register_handler
+from compression.core.registry import MethodConfig, Report, layer_patterns, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.metrics.evaluate import before_after
 
@@ -32,14 +32,16 @@ class LowRankConfig(MethodConfig):
 
     Args:
         include_conv: also factorise (non-grouped) Conv2d layers.
-        skip: layer names left as they are.
+        include, exclude: layer names or patterns factorised (empty include: all) and left as they are.
     """
 
     kind: ClassVar[str] = "lowrank"
+    renamed: ClassVar[dict[str, str]] = {"skip": "exclude"}
     rank_ratio: float | None = None
     energy: float | None = None
     include_conv: bool = False
-    skip: tuple = ()
+    include: tuple = ()
+    exclude: tuple = ()
 
     def __post_init__(self):
         if self.rank_ratio is None and self.energy is None:
@@ -51,9 +53,8 @@ class LowRankConfig(MethodConfig):
             raise ConfigError(f"rank_ratio / energy must be a number in (0, 1]; got {value!r}.")
         if not isinstance(self.include_conv, bool):
             raise ConfigError(f"include_conv must be true or false; got {self.include_conv!r}.")
-        if isinstance(self.skip, str):
-            raise ConfigError("skip must be a list of layer names, e.g. ['fc3'].")
-        object.__setattr__(self, "skip", tuple(str(s) for s in self.skip))
+        object.__setattr__(self, "include", layer_patterns(self.include, "include"))
+        object.__setattr__(self, "exclude", layer_patterns(self.exclude, "exclude"))
 
 
 def choose_rank(S: torch.Tensor, cfg: LowRankConfig) -> int:
@@ -97,7 +98,7 @@ def factorise(layer: nn.Linear | nn.Conv2d, rank: int, svd: SVD | None = None) -
 
 
 def _candidates(model: nn.Module, cfg: LowRankConfig) -> tuple[dict[str, nn.Module], list[tuple[str, str]]]:
-    layers, skipped = weight_layers(model, types=(nn.Linear, nn.Conv2d), skip=cfg.skip)
+    layers, skipped = weight_layers(model, types=(nn.Linear, nn.Conv2d), include=cfg.include, exclude=cfg.exclude)
     out = {}
     for name, layer in layers.items():
         if isinstance(layer, nn.Conv2d) and not cfg.include_conv:
@@ -121,7 +122,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
         metrics.evaluate.before_after at LATENCY_BATCH).
     """
     refuse_frozen_code(model, "Low-rank factorisation")
-    check_layer_names(model, cfg.skip)
+    check_layer_names(model, cfg.include + cfg.exclude)
     new = copy_model(model)
     layers, skipped = _candidates(new, cfg)
     rows = []

@@ -13,8 +13,9 @@ from torch import nn
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
 from compression.core.modules import (check_layer_names, copy_model, count_params, is_frozen_code, is_layer, layer_type,
-                                      refuse_frozen_code, weight_layers)
-from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
+                                      matches, refuse_frozen_code, weight_layers)
+from compression.core.registry import (MethodConfig, Report, check_range, layer_patterns, name_pairs, register_config,
+                                       register_handler)
 from compression.data.datasets import Dataset
 from compression.methods.training import TrainConfig, fit
 from compression.metrics.evaluate import accuracy_and_loss, before_after
@@ -26,14 +27,17 @@ SCOPES = ("layer", "global")
 @register_config
 @dataclass(frozen=True)
 class PruneConfig(MethodConfig):
-    """Unstructured pruning. overrides: per-layer sparsity; skip: layers left dense."""
+    """Unstructured pruning. include / exclude: layer names or patterns chosen (empty include:
+    all) and left dense; overrides: per-layer sparsity."""
 
     kind: ClassVar[str] = "prune"
+    renamed: ClassVar[dict[str, str]] = {"skip": "exclude"}
     method: str = "magnitude"
     sparsity: float = 0.5
     scope: str = "layer"
+    include: tuple = ()
+    exclude: tuple = ()
     overrides: tuple = ()
-    skip: tuple = ()
     calib_batches: int = 4
     seed: int = 0
 
@@ -46,7 +50,8 @@ class PruneConfig(MethodConfig):
         object.__setattr__(self, "overrides", name_pairs(self.overrides, float, "overrides", "{'fc1': 0.9}"))
         for name, s in self.overrides:
             check_range(f"sparsity of {name}", s, 0.0, 0.999)
-        object.__setattr__(self, "skip", tuple(str(s) for s in self.skip))
+        object.__setattr__(self, "include", layer_patterns(self.include, "include"))
+        object.__setattr__(self, "exclude", layer_patterns(self.exclude, "exclude"))
         if not isinstance(self.calib_batches, int) or self.calib_batches < 1:
             raise ConfigError("calib_batches must be a positive integer.")
 
@@ -119,8 +124,8 @@ def _global_sparsities(scores: dict, names: list[str], sparsity: float) -> dict[
 
 def prunable_layers(model: nn.Module, cfg: PruneConfig) -> tuple[dict[str, nn.Module], list[tuple[str, str]]]:
     """Layers this config prunes (Embeddings only when named in overrides) and skipped ones."""
-    check_layer_names(model, [n for n, _ in cfg.overrides] + list(cfg.skip))
-    layers, skipped = weight_layers(model, skip=cfg.skip)
+    check_layer_names(model, [n for n, _ in cfg.overrides] + list(cfg.include + cfg.exclude))
+    layers, skipped = weight_layers(model, include=cfg.include, exclude=cfg.exclude)
     overridden = dict(cfg.overrides)
     for name in [n for n, m in layers.items() if is_layer(m, (nn.Embedding,)) and n not in overridden]:
         layers.pop(name)
@@ -194,12 +199,16 @@ def finetune(model: nn.Module, data: Dataset, train_cfg: TrainConfig, teacher: n
 @register_config
 @dataclass(frozen=True)
 class ChannelPruneConfig(MethodConfig):
-    """Remove a fraction of output channels / neurons of every layer but the classifier."""
+    """Remove a fraction of output channels / neurons of every layer but the classifier. include /
+    exclude: layer names or patterns pruned (empty include: all) and left whole (a whole block when
+    its name is excluded)."""
 
     kind: ClassVar[str] = "channel_prune"
+    renamed: ClassVar[dict[str, str]] = {"ignore": "exclude"}
     sparsity: float = 0.5
     importance: str = "l1"
-    ignore: tuple = ()
+    include: tuple = ()
+    exclude: tuple = ()
     round_to: int = 1
     calib_batches: int = 2
 
@@ -207,7 +216,8 @@ class ChannelPruneConfig(MethodConfig):
         check_range("sparsity", self.sparsity, 0.0, 0.95)
         if self.importance not in ("l1", "taylor"):
             raise ConfigError(f"importance must be 'l1' or 'taylor'; got {self.importance!r}.")
-        object.__setattr__(self, "ignore", tuple(str(s) for s in self.ignore))
+        object.__setattr__(self, "include", layer_patterns(self.include, "include"))
+        object.__setattr__(self, "exclude", layer_patterns(self.exclude, "exclude"))
 
 
 def _classifier(model: nn.Module) -> nn.Module | None:
@@ -226,12 +236,16 @@ def channel_prune(model: nn.Module, cfg: ChannelPruneConfig, data: Dataset | Non
     import torch_pruning as tp
 
     refuse_frozen_code(model, "Channel pruning")
-    check_layer_names(model, cfg.ignore)
+    check_layer_names(model, cfg.include + cfg.exclude)
     shape = tuple(data.input_shape) if data is not None else (1, 8, 8)
     example = torch.zeros(1, *shape)
     pruned = copy_model(model).eval()
     names = dict(pruned.named_modules())
-    ignored = [names[n] for n in cfg.ignore] + [m for m in [_classifier(pruned)] if m is not None]
+    ignored = [m for n, m in names.items() if n and matches(n, cfg.exclude)]  # torch-pruning skips their subtrees
+    if cfg.include:
+        layers, _ = weight_layers(pruned, types=(nn.Linear, nn.Conv1d, nn.Conv2d))
+        ignored += [m for n, m in layers.items() if not matches(n, cfg.include)]
+    ignored += [m for m in [_classifier(pruned)] if m is not None]
     if cfg.importance == "taylor":
         if data is None:
             raise ConfigError("Taylor channel importance needs data.")

@@ -28,13 +28,14 @@ from compression.core.modules import (check_layer_names, copy_model, is_layer, l
                                       weight_layers)
 from compression.core.quant import (CALIBRATIONS, QuantInfo, attach_act_quant, check_bits, compute_qparams,
                                     fake_quantize, has_act_quant, info_from_rows, remove_act_quant, sqnr_db)
-from compression.core.registry import MethodConfig, Report, check_range, name_pairs, register_config, register_handler
+from compression.core.registry import (MethodConfig, Report, check_range, layer_patterns, name_pairs, register_config,
+                                       register_handler)
 from compression.data.datasets import Dataset
 from compression.methods.training import StopFlag, TrainConfig, fit
 from compression.metrics.evaluate import accuracy_and_loss
 
 SIMULATED = "simulated (fake quantization)"
-FP32_BITS = (0, 32)          # layer_bits values that keep a layer in fp32
+FP32_BITS = (0, 32)          # per-layer bits (overrides) that keep a layer in fp32
 ACT_SAMPLE = 1 << 18         # activation values kept for percentile / MSE calibration
 BIASES = "fp32 (biases are not quantized)"
 
@@ -56,13 +57,14 @@ class QuantConfig(MethodConfig):
         act_bits: input bit-width; None = the layer's own weight bit-width.
         calibration: clipping of weights and inputs: 'minmax', 'percentile' or 'mse'.
         percentile: for 'percentile', in (50, 100].
-        layer_bits: per-layer bit-widths (mixed precision), {name: bits} or ((name, bits), ...);
+        include, exclude: layer names or patterns quantized (empty include: all) and left in fp32.
+        overrides: per-layer bit-widths (mixed precision), {name: bits} or ((name, bits), ...);
             0 or 32 keeps that layer (weight and input) in fp32.
-        skip: layer names left in fp32.
         calib_batches: batches of 64 training samples used to calibrate the inputs.
     """
 
     kind: ClassVar[str] = "quantize"
+    renamed: ClassVar[dict[str, str]] = {"skip": "exclude", "layer_bits": "overrides"}
     bits: int = 8
     granularity: str = "channel"
     symmetric: bool = True
@@ -70,8 +72,9 @@ class QuantConfig(MethodConfig):
     act_bits: int | None = None
     calibration: str = "minmax"
     percentile: float = 99.99
-    layer_bits: tuple = ()
-    skip: tuple = ()
+    include: tuple = ()
+    exclude: tuple = ()
+    overrides: tuple = ()
     calib_batches: int = 4
 
     def __post_init__(self):
@@ -88,21 +91,18 @@ class QuantConfig(MethodConfig):
         if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)):
             raise ConfigError(f"percentile must be a number in (50, 100]; got {self.percentile!r}.")
         check_range("percentile", self.percentile, 50, 100, lo_open=True)
-        object.__setattr__(self, "layer_bits", name_pairs(self.layer_bits, _as_int, "layer_bits", "{'fc1': 4}"))
-        for name, b in self.layer_bits:
+        object.__setattr__(self, "overrides", name_pairs(self.overrides, _as_int, "overrides", "{'fc1': 4}"))
+        for name, b in self.overrides:
             if b not in FP32_BITS:
-                check_bits(f"layer_bits[{name!r}] (0 or 32 keeps fp32)", b)
-        skip = (self.skip,) if isinstance(self.skip, str) else self.skip
-        try:
-            object.__setattr__(self, "skip", tuple(str(s) for s in skip))
-        except TypeError:
-            raise ConfigError(f"skip must be a list of layer names; got {self.skip!r}.") from None
+                check_bits(f"overrides[{name!r}] (0 or 32 keeps fp32)", b)
+        object.__setattr__(self, "include", layer_patterns(self.include, "include"))
+        object.__setattr__(self, "exclude", layer_patterns(self.exclude, "exclude"))
         if isinstance(self.calib_batches, bool) or not isinstance(self.calib_batches, int) or self.calib_batches < 1:
             raise ConfigError(f"calib_batches must be a positive integer; got {self.calib_batches!r}.")
 
     def bits_of(self, layer: str) -> int:
         """The layer's weight bit-width; 32 when it stays fp32."""
-        b = dict(self.layer_bits).get(layer, self.bits)
+        b = dict(self.overrides).get(layer, self.bits)
         return 32 if b in FP32_BITS else b
 
 
@@ -184,7 +184,7 @@ def _quantize_weights_(layers: dict[str, nn.Module], cfg: QuantConfig) -> tuple[
     for name, layer in layers.items():
         bits = cfg.bits_of(name)
         if bits == 32:
-            kept.append((name, "kept fp32 by layer_bits"))
+            kept.append((name, "kept fp32 by its override"))
             continue
         w = layer.weight
         if id(w) in done:
@@ -264,7 +264,7 @@ def quantize(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None, **
         params, sqnr_db, act_bits} and metrics {bits, act_bits, mean_weight_bits, quantized_layers,
         mean_sqnr_db, sqnr_db: {layer: dB}, granularity, calibration, biases, label, simulated}.
     """
-    check_layer_names(model, [n for n, _ in cfg.layer_bits] + list(cfg.skip))
+    check_layer_names(model, [n for n, _ in cfg.overrides] + list(cfg.include + cfg.exclude))
     if cfg.activations and data is None:
         raise ConfigError("Activation quantization needs data to calibrate the input ranges: pass a data set.")
     work = prepare_copy(model)
@@ -277,7 +277,7 @@ def quantize_(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None) -
         raise ConfigError("Activation quantization needs data to calibrate the input ranges: pass a data set.")
     if cfg.activations:
         refuse_frozen_code(model, "Activation quantization")
-    layers, skipped = weight_layers(model, skip=cfg.skip)
+    layers, skipped = weight_layers(model, include=cfg.include, exclude=cfg.exclude)
     if not layers:
         raise UnsupportedLayerError("No quantizable layer (Linear, Conv1d, Conv2d, Embedding) in this model.")
     stats = _calibrate_inputs(model, layers, data, cfg) if cfg.activations else {}
@@ -327,7 +327,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
     ptq, _ = quantize(model, cfg, data)
     before, _ = accuracy_and_loss(ptq, data.val)
     work = prepare_copy(model)
-    layers, _ = weight_layers(work, skip=cfg.skip)
+    layers, _ = weight_layers(work, include=cfg.include, exclude=cfg.exclude)
     if cfg.activations:  # train against the post-training input grid
         for name, layer in layers.items():
             src = ptq.get_submodule(name)
@@ -350,7 +350,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
     for row in rows:
         layer = layers[row["layer"]]
         row["act_bits"] = layer.act_bits if has_act_quant(layer) else None
-    _, skipped = weight_layers(trained, skip=cfg.skip)
+    _, skipped = weight_layers(trained, include=cfg.include, exclude=cfg.exclude)
     after, _ = accuracy_and_loss(trained.eval(), data.val)
     metrics = _metrics(rows, cfg)
     metrics.update({"accuracy_before": before, "accuracy_after": after, "accuracy_split": "val",

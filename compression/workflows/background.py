@@ -25,7 +25,7 @@ def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
 
     def work(job) -> dict:
         teacher_ = copy_model(teacher)  # the caller's model may be in use by the page meanwhile
-        job.report(0.0, "measuring the teacher")
+        job.update(0.0, "measuring the teacher")
         out: dict = {"distilled": None, "baseline": None,
                      "teacher": evaluate(teacher_, data, latency=evaluate_latency, repeats=10).to_dict()}
         for i, run in enumerate(runs):
@@ -35,12 +35,12 @@ def distill_work(teacher, student, data, cfg, with_baseline: bool = True,
             def callback(p, run=run, i=i) -> None:
                 frac = (i + p.fraction) / len(runs)
                 if p.phase == "epoch":
-                    job.report(frac, f"{run}: epoch {p.epoch + 1}/{p.epochs}, val acc {p.val_accuracy:.2%}",
+                    job.update(frac, f"{run}: epoch {p.epoch + 1}/{p.epochs}, val acc {p.val_accuracy:.2%}",
                                {"run": run, "epoch": p.epoch + 1, "loss": p.loss,
                                 "train_accuracy": p.train_accuracy, "val_accuracy": p.val_accuracy,
                                 "val_loss": p.val_loss})
                 else:
-                    job.report(frac, f"{run}: epoch {p.epoch + 1}/{p.epochs}, batch {p.batch}/{p.batches}")
+                    job.update(frac, f"{run}: epoch {p.epoch + 1}/{p.epochs}, batch {p.batch}/{p.batches}")
 
             if run == "distilled":
                 model, report = distill(teacher_, student, data, cfg, callback=callback, stop=job.stop, device=device)
@@ -67,15 +67,15 @@ def sweep_work(model, data, kind: str, levels: Sequence, proxies: bool = True,
 
     def work(job) -> dict:
         def callback(done: int, total: int, row: dict) -> None:
-            job.report(share * done / max(total, 1), f"{row['layer']} at {row['level']} ({done}/{total})", row)
+            job.update(share * done / max(total, 1), f"{row['layer']} at {row['level']} ({done}/{total})", row)
 
         sweep = sweep_fn(model, data, list(levels), callback=callback, stop=job.stop, device=device)
         out = {"sweep": sweep, "proxies": None, "correlations": None}
         if proxies and not job.stop.is_set() and len(sweep):
-            job.report(share, "computing the proxies (Hessian trace, importance)")
+            job.update(share, "computing the proxies (Hessian trace, importance)")
 
             def on_proxy(done: int, total: int, message: str) -> None:
-                job.report(share + (1 - share) * done / max(total, 1), message)
+                job.update(share + (1 - share) * done / max(total, 1), message)
 
             table, corr = proxy_table(model, data, sweep, callback=on_proxy, stop=job.stop)
             if not table.attrs.get("stopped"):  # a stopped table's NaN correlations are not results

@@ -61,7 +61,7 @@ def deep_compression(quick: bool = False, seeds: int | None = None, progress: Pr
         if len(rows) < steps:
             break
         quantized, _ = quantize(pruned, QuantConfig(bits=plan["bits"], granularity="tensor", symmetric=True,
-                                                    layer_bits=plan.get("layer_bits", {})))
+                                                    overrides=plan.get("layer_bits", {})))
         fp32 = count_params(base) * 4
         sizes = {"fp32": fp32, "fp32 compact": len(to_bytes(base)), "pruned": len(to_bytes(pruned)),
                  "pruned + quantized": len(to_bytes(quantized))}

@@ -191,10 +191,10 @@ def store(tmp_path, monkeypatch):
     path = tmp_path / "runs.sqlite"
     monkeypatch.setenv("COMPRESSION_STORE", str(path))
     s = store_mod.Store(path)
-    ids = [s.record("prune", "demo:mlp:demo:mlp", "digits", {"kind": "prune", "sparsity": sp},
+    ids = [s.record("prune", ("demo:mlp", "demo:mlp"), "digits", {"kind": "prune", "sparsity": sp},
                     {"accuracy": acc, "size_bytes": size, "latency_ms": 0.05})
            for sp, acc, size in ((0.5, 0.96, 60_000), (0.9, 0.90, 30_000))]
-    ids.append(s.record("quantize", "demo:lenet5:demo:lenet5", "digits", {"kind": "quantize", "bits": 4},
+    ids.append(s.record("quantize", ("demo:lenet5", "demo:lenet5"), "digits", {"kind": "quantize", "bits": 4},
                         {"accuracy": 0.97, "size_bytes": 20_000, "latency_ms": 0.04}))
     return s, ids
 

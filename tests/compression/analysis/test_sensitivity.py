@@ -77,7 +77,7 @@ def test_sweep_rows_equal_the_library_methods(digits, pretrained):
     pruned, _ = pruning.prune(model, pruning.PruneConfig(sparsity=0.0, overrides={"layers.1.conv1": 0.7}))
     assert (prune_row["accuracy"], prune_row["loss"]) == pytest.approx(accuracy_and_loss(pruned, digits.val), abs=1e-6)
     quant_row = S.quant_sweep(model, digits, (3,), layers=["fc"], activations=True).iloc[0]
-    cfg = quantization.QuantConfig(bits=3, activations=True, layer_bits={n: 3 if n == "fc" else 32 for n in layers})
+    cfg = quantization.QuantConfig(bits=3, activations=True, overrides={n: 3 if n == "fc" else 32 for n in layers})
     quantized, _ = quantization.quantize(model, cfg, digits)
     for n in layers:   # the method quantizes every layer's input: keep only fc's
         if n != "fc":

@@ -1,6 +1,7 @@
 """Background jobs: results, errors and the stop flag."""
 from __future__ import annotations
 
+import threading
 import time
 
 from compression.core.jobs import start_job
@@ -16,7 +17,7 @@ def _wait(job, timeout=10.0):
 def test_job_result_and_progress():
     def work(job):
         for i in range(5):
-            job.report((i + 1) / 5, f"step {i}", event={"i": i})
+            job.update((i + 1) / 5, f"step {i}", event={"i": i})
         return 42
     job = start_job("count", work)
     _wait(job)
@@ -43,3 +44,10 @@ def test_job_stops_on_flag():
     job.stop.set()
     _wait(job)
     assert job.result > 0 and job.stopped and job.message == "stopped"
+
+
+def test_jobs_run_on_the_shared_pool_and_all_finish():
+    jobs = [start_job(f"j{i}", lambda job: threading.current_thread().name) for i in range(10)]
+    for job in jobs:
+        _wait(job)
+    assert all(job.result.startswith("job") for job in jobs) and not any(job.running for job in jobs)

@@ -87,7 +87,7 @@ def test_results_frame_and_store_frame():
 
 def test_store_frame_from_a_real_store(tmp_path):
     store = store_mod.Store(tmp_path / "runs.sqlite")
-    first = store.record("prune", "demo:mlp:demo:mlp", ("digits", "abc"), {"kind": "prune", "sparsity": 0.5},
+    first = store.record("prune", ("demo:mlp", "demo:mlp"), ("digits", "abc"), {"kind": "prune", "sparsity": 0.5},
                          {"accuracy": 0.95, "size_bytes": 2048, "latency_ms": 0.1, "baseline": {"accuracy": 0.97}})
     store.record("quantize", ("demo:mlp", "x"), "digits", {"kind": "quantize", "bits": 4}, {"accuracy": 0.9})
     rows = fa.store_frame(store.dataframe())

@@ -17,7 +17,7 @@ from compression.core.modules import copy_model, effective_weights
 from compression.data.datasets import load_digits
 from compression.io.export import ExportError, available_formats, export_model
 from compression.methods import quantization
-from compression.models import compact, zoo
+from compression.models import zoo
 from compression.models.loading import load_model
 
 PLAIN_LOADER = """
@@ -100,8 +100,6 @@ def test_safetensors_folds_masks(digits, tmp_path):
 
 
 def test_compact_round_trip(model_case, digits, tmp_path):
-    if not hasattr(compact, "save_compact"):
-        pytest.skip("compression.models.compact.save_compact is not written yet")
     name, model = model_case
     result = export_model(model, "compact", tmp_path / f"{name}.bin", digits.test.X[:1])
     loaded = load_model(result.path, data=digits)

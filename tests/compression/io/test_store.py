@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from compression.io import store as store_mod
-from compression.io.store import Run, Store, default_store_path, identity
+from compression.io.store import Identity, Run, Store, default_store_path, identity, query_identity
 from compression.io.store_schema import StoreError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,7 +31,7 @@ store = Store(path)
 time.sleep(max(0.0, start - time.time()))  # every writer starts at the same moment
 i = 0
 while n < 0 or i < n:
-    store.record("prune", (f"model-{name}", "fp"), "digits:0123456789abcdef",
+    store.record("prune", (f"model-{name}", "fp"), ("digits", "0123456789abcdef"),
                  {"kind": "prune", "sparsity": 0.5, "writer": name, "i": i},
                  {"accuracy": 0.5, "writer": name, "i": i, "payload": [i] * payload})
     i += 1
@@ -55,7 +55,7 @@ def store(tmp_path) -> Store:
 def test_round_trip(store):
     metrics = {"accuracy": 0.9, "size_bytes": 1234, "loss": math.nan, "baseline": {"accuracy": 0.95},
                "per_class": torch.tensor([0.5, 1.0]), "model": "demo:mlp"}
-    run_id = store.record("prune", "demo:mlp:demo:mlp", "digits:0123456789abcdef",
+    run_id = store.record("prune", ("demo:mlp", "demo:mlp"), ("digits", "0123456789abcdef"),
                           {"kind": "prune", "sparsity": 0.5, "layers": ("fc1", "fc2")}, metrics,
                           {"saved": Path("/tmp/x.bin")})
     assert len(run_id) == 32 and int(run_id, 16) >= 0  # uuid4 hex
@@ -90,10 +90,13 @@ def test_list_filters_dataframe_and_delete(store):
 
 
 def test_identity_forms():
-    assert identity("demo:mlp:demo:mlp") == ("demo:mlp", "demo:mlp")
-    assert identity("model.pt:0123456789abcdef") == ("model.pt", "0123456789abcdef")
-    assert identity("digits") == ("digits", "")
-    assert identity(("x", "y")) == ("x", "y")
+    class Loaded:
+        name, fingerprint = "model.pt", "0123456789abcdef"
+    assert identity(Loaded()) == Identity("model.pt", "0123456789abcdef")
+    assert identity(("x", "y")) == ("x", "y") and identity({"name": "d", "fingerprint": "f"}) == ("d", "f")
+    assert identity("model.pt:0123456789abcdef") == ("model.pt:0123456789abcdef", "")  # a string is a name
+    assert query_identity("model.pt:0123456789abcdef") == ("model.pt", "0123456789abcdef")
+    assert query_identity("demo:mlp:demo:mlp") == ("demo:mlp", "demo:mlp") and query_identity("digits") == ("digits", "")
 
 
 def test_default_path(monkeypatch, tmp_path):
@@ -232,7 +235,7 @@ def test_cli_runs_lists_the_store(tmp_path, capsys):
     from compression.cli import main
 
     path = tmp_path / "runs.sqlite"
-    ids = [Store(path).record(kind, "demo:mlp:demo:mlp", "digits", {"kind": kind}, {"accuracy": 0.5})
+    ids = [Store(path).record(kind, ("demo:mlp", "demo:mlp"), "digits", {"kind": kind}, {"accuracy": 0.5})
            for kind in ("prune", "quantize")]
     assert main(["runs", "--store", str(path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

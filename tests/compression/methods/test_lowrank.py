@@ -98,12 +98,12 @@ def test_latency_and_registry(pretrained, digits):
 
 def test_config_validation_and_json():
     for bad in ({"rank_ratio": 0.5, "energy": 0.9}, {"rank_ratio": 1.5}, {"energy": 0.0}, {"rank_ratio": True},
-                {"skip": "fc3"}):
+                {"exclude": "fc3"}):
         with pytest.raises(ConfigError):
             LowRankConfig(**bad)
-    for cfg in (LowRankConfig(rank_ratio=0.3, include_conv=True, skip=("fc3",)), LowRankConfig(energy=0.95),
+    for cfg in (LowRankConfig(rank_ratio=0.3, include_conv=True, exclude=("fc3",)), LowRankConfig(energy=0.95),
                 LowRankConfig()):
         assert config_from_json(cfg.to_json()) == cfg
     assert LowRankConfig().rank_ratio == 0.5
     with pytest.raises(ConfigError, match="Unknown layer"):
-        lowrank(nn.Linear(2, 2), LowRankConfig(skip=("nope",)), measure_latency=False)
+        lowrank(nn.Linear(2, 2), LowRankConfig(exclude=("nope",)), measure_latency=False)

@@ -64,11 +64,11 @@ def test_random_is_seeded_and_taylor_differs(pretrained, digits):
 
 
 def test_overrides_and_skip(pretrained):
-    cfg = PruneConfig(sparsity=0.5, overrides={"fc1": 0.9}, skip=("fc3",))
+    cfg = PruneConfig(sparsity=0.5, overrides={"fc1": 0.9}, exclude=("fc3",))
     pruned, report = prune(pretrained("mlp"), cfg)
     rows = {r["layer"]: r for r in report.layers}
     assert rows["fc1"]["achieved"] == pytest.approx(0.9, abs=1e-4) and "fc3" not in rows
-    assert ("fc3", "in the skip list") in report.skipped and not hasattr(pruned.fc3, "weight_mask")
+    assert ("fc3", "in the exclude list") in report.skipped and not hasattr(pruned.fc3, "weight_mask")
 
 
 @pytest.mark.parametrize("kwargs", [{"sparsity": 1.0}, {"sparsity": -0.1}, {"method": "nope"},
@@ -84,7 +84,7 @@ def test_unknown_layer_names(pretrained):
 
 
 def test_json_round_trip():
-    cfg = PruneConfig(method="taylor", sparsity=0.3, scope="global", overrides={"fc1": 0.5}, skip=("fc3",))
+    cfg = PruneConfig(method="taylor", sparsity=0.3, scope="global", overrides={"fc1": 0.5}, exclude=("fc3",))
     assert config_from_dict(cfg.to_dict()) == cfg
     assert config_from_dict(ChannelPruneConfig(0.4).to_dict()) == ChannelPruneConfig(0.4)
 

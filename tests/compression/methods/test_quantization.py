@@ -117,15 +117,15 @@ def test_grouped_depthwise_conv1d_embedding_and_tied_weights():
 
 
 def test_mixed_precision_and_skip(pretrained):
-    cfg = QuantConfig(bits=4, layer_bits={"fc1": 8, "fc2": 32}, skip=("fc3",))
+    cfg = QuantConfig(bits=4, overrides={"fc1": 8, "fc2": 32}, exclude=("fc3",))
     model = pretrained("mlp")
     q, report = quantize(model, cfg)
     assert {r["layer"]: r["bits"] for r in report.layers} == {"fc1": 8}
     assert q.fc1.weight_qinfo.bits == 8
     assert not hasattr(q.fc2, "weight_qinfo") and not hasattr(q.fc3, "weight_qinfo")
     assert torch.equal(q.fc2.weight, model.fc2.weight) and torch.equal(q.fc3.weight, model.fc3.weight)
-    assert dict(report.skipped) == {"fc2": "kept fp32 by layer_bits", "fc3": "in the skip list"}
-    q0, report0 = quantize(model, QuantConfig(bits=4, layer_bits={"fc1": 0, "fc3": 2}))
+    assert dict(report.skipped) == {"fc2": "kept fp32 by its override", "fc3": "in the exclude list"}
+    q0, report0 = quantize(model, QuantConfig(bits=4, overrides={"fc1": 0, "fc3": 2}))
     assert {r["layer"]: r["bits"] for r in report0.layers} == {"fc2": 4, "fc3": 2}
     assert report0.metrics["mean_weight_bits"] == pytest.approx((4 * 300 * 100 + 2 * 1000) / (30000 + 1000))
 
@@ -198,8 +198,8 @@ def test_pruned_model_keeps_its_zeros(pretrained):
 @pytest.mark.parametrize("kwargs", [{"bits": 1}, {"bits": 17}, {"bits": 4.5}, {"bits": True}, {"act_bits": 1},
                                     {"granularity": "row"}, {"calibration": "x"}, {"symmetric": "yes"},
                                     {"percentile": 50}, {"percentile": 100.5}, {"percentile": "high"},
-                                    {"layer_bits": {"fc1": 40}}, {"layer_bits": {"fc1": 1}}, {"layer_bits": 3},
-                                    {"layer_bits": {"fc1": 4.5}}, {"calib_batches": 0}, {"calib_batches": 1.5}])
+                                    {"overrides": {"fc1": 40}}, {"overrides": {"fc1": 1}}, {"overrides": 3},
+                                    {"overrides": {"fc1": 4.5}}, {"calib_batches": 0}, {"calib_batches": 1.5}])
 def test_bad_configs(kwargs):
     with pytest.raises(ConfigError):
         QuantConfig(**kwargs)
@@ -207,13 +207,13 @@ def test_bad_configs(kwargs):
 
 def test_unknown_layer_and_json_round_trip(pretrained):
     with pytest.raises(ConfigError, match="Unknown layer"):
-        quantize(pretrained("mlp"), QuantConfig(layer_bits={"nope": 4}))
+        quantize(pretrained("mlp"), QuantConfig(overrides={"nope": 4}))
     with pytest.raises(ConfigError, match="Unknown layer"):
-        quantize(pretrained("mlp"), QuantConfig(skip="nope"))
+        quantize(pretrained("mlp"), QuantConfig(exclude=["nope"]))
     cfg = QuantConfig(bits=4, granularity="tensor", symmetric=False, activations=True, act_bits=6,
-                      calibration="percentile", percentile=99.9, layer_bits={"fc2": 8, "fc1": 0},
-                      skip=["fc3"], calib_batches=2)
-    assert cfg.layer_bits == (("fc1", 0), ("fc2", 8)) and cfg.skip == ("fc3",)
+                      calibration="percentile", percentile=99.9, overrides={"fc2": 8, "fc1": 0},
+                      exclude=["fc3"], calib_batches=2)
+    assert cfg.overrides == (("fc1", 0), ("fc2", 8)) and cfg.exclude == ("fc3",)
     assert config_from_dict(cfg.to_dict()) == cfg == config_from_json(cfg.to_json())
     assert hash(cfg) == hash(config_from_json(cfg.to_json()))
 

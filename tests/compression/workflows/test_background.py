@@ -15,7 +15,7 @@ class FakeJob:
         self.stop = threading.Event()
         self.reports: list = []
 
-    def report(self, fraction, message="", event=None):
+    def update(self, fraction, message="", event=None):
         self.reports.append((fraction, message, event))
 
 

@@ -240,7 +240,7 @@ def test_unstructured_pruning_sparsity_and_embeddings(models):
         assert abs((w == 0).float().mean().item() - 0.6) < 0.01, name
     wte = small.model.get_submodule("transformer.wte").weight
     assert torch.equal(wte, hf.model.get_submodule("transformer.wte").weight)  # embedding (and tied head) kept
-    assert ("lm_head", "in the skip list") in report.skipped
+    assert ("lm_head", "in the exclude list") in report.skipped
     with_emb, _ = compress(hf, ts.HFPruneConfig(sparsity=0.6, embeddings=True))
     assert (with_emb.model.get_submodule("transformer.wte").weight == 0).float().mean() > 0.55
 
@@ -319,7 +319,7 @@ def test_int8_is_really_int8(models, data):
     from torch.ao.nn.quantized.dynamic import Linear as DynLinear
 
     hf = models["decoder"]
-    small, report = compress(hf, ts.Int8Config(keep=("lm_head",)))
+    small, report = compress(hf, ts.Int8Config(exclude=("lm_head",)))
     dyn = {n: m for n, m in small.model.named_modules() if isinstance(m, DynLinear)}
     assert len(dyn) == len(ts.linear_names(hf.model, tied=True)) - 1 and "lm_head" not in dyn
     assert all(m.weight().dtype == torch.qint8 for m in dyn.values())
