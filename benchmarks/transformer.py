@@ -1,6 +1,6 @@
 """A larger transformer: a random-initialised BERT encoder of about 23M parameters (hidden 512, 6 blocks,
 8 heads, FFN 2048, vocabulary 8192; the size of a small sentence-embedding model), saved into a temporary
-folder and loaded the way the app loads one (compression.workflows.transformers.load_hf_folder).
+folder and loaded the way the app loads one (compression.models.hf.load_hf_folder).
 
 Slider feedback: what pages/transformer_models.py computes on "Apply and measure" before it draws
 fidelity and size, transformers_support.measure_method(hf, METHOD_CONFIGS[method](), data,
@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 
 from benchmarks.common import main, print_table, timed
-from compression.data.text import SAMPLE_PATH, read_lines
+from compression.analysis.hf import METHOD_CONFIGS, latency_fields, measure_method, sensitivity_sweep
+from compression.data.text import SAMPLE_PATH, TextData, load_text_data, read_lines
+from compression.models.hf import load_hf_folder
 from compression.models.hf_demo import build_tokenizer, demo_model
-from compression.workflows import transformers as ts
+from compression.models.model import Model, linear_names
 
 TARGET_MS = 2000.0
 SIZES = {"vocab_size": 8192, "hidden": 512, "layers": 6, "heads": 8, "intermediate": 2048}
@@ -44,23 +46,23 @@ def run(quick: bool = False, sizes: dict | None = None, methods: tuple[str, ...]
         repeats: int | None = None) -> dict:
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
     repeats = repeats or (1 if quick else 3)
-    data = ts.load_text_data(None)
+    data = load_text_data(None)
     with tempfile.TemporaryDirectory(prefix="bench-hf-") as tmp:  # kept while the weights are in use
-        hf = ts.load_hf_folder(make_folder(tmp, sizes))
+        hf = load_hf_folder(make_folder(tmp, sizes))
         return _measure(hf, data, sizes, methods, repeats)
 
 
-def _measure(hf: ts.Model, data: ts.TextData, sizes: dict, methods: tuple[str, ...], repeats: int) -> dict:
+def _measure(hf: Model, data: TextData, sizes: dict, methods: tuple[str, ...], repeats: int) -> dict:
     params = int(hf.summary["params"])
     slider, then_latency = {}, {}
     for m in methods:
-        cfg = ts.METHOD_CONFIGS[m]()  # the page's defaults: sparsity 0.5, 8 bits with embeddings, ...
-        slider[m] = timed(lambda: ts.measure_method(hf, cfg, data, latency=False), repeats) * 1e3
-        small, _ = ts.measure_method(hf, cfg, data, latency=False)
-        then_latency[m] = timed(lambda: ts.latency_fields(hf, small.model), repeats) * 1e3
-    layers = ts.linear_names(hf.model)
+        cfg = METHOD_CONFIGS[m]()  # the page's defaults: sparsity 0.5, 8 bits with embeddings, ...
+        slider[m] = timed(lambda: measure_method(hf, cfg, data, latency=False), repeats) * 1e3
+        small, _ = measure_method(hf, cfg, data, latency=False)
+        then_latency[m] = timed(lambda: latency_fields(hf, small.model), repeats) * 1e3
+    layers = linear_names(hf.model)
     t0 = time.perf_counter()
-    frame = ts.sensitivity_sweep(hf, data, "quantize", SWEEP_LEVELS)
+    frame = sensitivity_sweep(hf, data, "quantize", SWEEP_LEVELS)
     sweep_s = time.perf_counter() - t0
     worst = max(slider.values())
     res = {"transformer_params": params, "transformer_sizes": sizes, "transformer_texts": min(len(data), 256),

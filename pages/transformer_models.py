@@ -5,10 +5,16 @@ import tempfile
 import pandas as pd
 import streamlit as st
 
+from compression.analysis.hf import METHOD_CONFIGS, METHOD_TITLES, choose_int8, int8_tradeoff, latency_fields, measure_method, sensitivity_by_group, sensitivity_sweep
+from compression.data.text import load_text_bytes, load_text_data
 from compression.figures.common import bar_figure, histogram_figure
 from compression.io.hf_export import hf_zip_bytes
 from compression.io.store import Store
-from compression.workflows import transformers as ts
+from compression.methods.hf_distill import HFDistillConfig, distill_hf
+from compression.models.hf import KINDS, load_hf_folder
+from compression.models.hf_demo import make_demo_folder
+from compression.models.hf_layers import hf_layer_table, weight_values
+from compression.models.model import Model
 from ui.errors import show_error
 from ui.jobs import job_panel, start_background
 
@@ -45,17 +51,17 @@ def load(make) -> None:
         show_error(exc, "Could not load the model")
 
 
-def make_demo(kind: str) -> ts.Model:
+def make_demo(kind: str) -> Model:
     tmp = tempfile.TemporaryDirectory(prefix="hf-demo-")  # removed when the session ends
     st.session_state["hf_tmp"] = tmp
-    return ts.load_hf_folder(ts.make_demo_folder(tmp.name, kind))
+    return load_hf_folder(make_demo_folder(tmp.name, kind))
 
 
 c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
 folder = c1.text_input("Model folder on this machine", key="hf_folder", placeholder="/path/to/model")
 if c2.button("Load folder", key="hf_load", disabled=not folder):
-    load(lambda: ts.load_hf_folder(folder))
-demo_kind = c3.selectbox("Demo kind", ts.KINDS, key="hf_demo_kind")
+    load(lambda: load_hf_folder(folder))
+demo_kind = c3.selectbox("Demo kind", KINDS, key="hf_demo_kind")
 if c3.button("Create tiny demo", key="hf_demo"):
     load(lambda: make_demo(demo_kind))
 hf = st.session_state.get("hf_model")
@@ -64,12 +70,12 @@ if hf is None:
     st.stop()
 
 source = st.radio("Texts", [SAMPLE, UPLOAD], key="hf_text_source", horizontal=True)
-data = ts.load_text_data(None)
+data = load_text_data(None)
 if source == UPLOAD:
     upload = st.file_uploader("One text per line (.txt) or a 'text' column and optional integer 'label' (.csv)",
                               type=["txt", "csv"], key="hf_text_upload")
     try:
-        data = ts.load_text_bytes(upload.name, upload.getvalue()) if upload is not None else data
+        data = load_text_bytes(upload.name, upload.getvalue()) if upload is not None else data
     except Exception as exc:
         show_error(exc, "Could not use those texts; using the sample sentences")
 s = hf.summary
@@ -77,13 +83,13 @@ st.caption(f"**{hf.name}**: {hf.task}, {s['architecture']} ({s['layers']} blocks
            f"{s['hidden_size']}), {s['params']:,} parameters · texts: {data.name} ({len(data)})"
            + "".join(f" · {n}" for n in hf.notes))
 
-table = ts.hf_layer_table(hf)
+table = hf_layer_table(hf)
 with st.expander("Layers", expanded=False):
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"params_share": st.column_config.ProgressColumn("share of params", format="percent")})
 
 st.subheader("Compress")
-method = st.selectbox("Method", list(ts.METHOD_CONFIGS), key="hf_method", format_func=ts.METHOD_TITLES.get)
+method = st.selectbox("Method", list(METHOD_CONFIGS), key="hf_method", format_func=METHOD_TITLES.get)
 with st.form("hf_form"):
     if method == "prune":
         cfg_kw = {"sparsity": st.slider("Sparsity", 0.0, 0.95, 0.5, 0.05, key="hf_sparsity"),
@@ -101,7 +107,7 @@ with st.form("hf_form"):
 if apply:
     try:
         with st.spinner("Compressing and measuring fidelity…"):  # latency below, once these show
-            small, result = ts.measure_method(hf, ts.METHOD_CONFIGS[method](**cfg_kw), data, latency=False)
+            small, result = measure_method(hf, METHOD_CONFIGS[method](**cfg_kw), data, latency=False)
         st.session_state["hf_result"] = (hf.fingerprint, data.fingerprint, small, result)
         st.session_state.pop("hf_zip", None)
         record_hf_run(hf, data, result)
@@ -125,7 +131,7 @@ if saved and saved[:2] == (hf.fingerprint, data.fingerprint):
     if "latency_after_ms" not in r:
         with k4, st.spinner("Measuring latency…"):
             try:
-                r.update(ts.latency_fields(hf, small.model))  # both timed now, back to back
+                r.update(latency_fields(hf, small.model))  # both timed now, back to back
             except Exception as exc:
                 st.caption(f"Latency not measured: {exc}")
     if "latency_after_ms" in r:
@@ -136,7 +142,7 @@ if saved and saved[:2] == (hf.fingerprint, data.fingerprint):
     if "perplexity" in r:
         st.caption(f"Perplexity {r['perplexity']:.2f} (original {r['perplexity_original']:.2f})")
     layer = st.selectbox("Weights of layer", list(table["layer"]), key="hf_hist_layer")
-    series = {"original": ts.weight_values(hf.model, layer), "compressed": ts.weight_values(small.model, layer)}
+    series = {"original": weight_values(hf.model, layer), "compressed": weight_values(small.model, layer)}
     st.plotly_chart(histogram_figure({k: v for k, v in series.items() if v is not None}, f"Weights of {layer}",
                                      log_y=True), key="hf_hist")
     skipped = "; ".join(f"{x['layer']} ({x['reason']})" for x in r["report"]["skipped"])
@@ -157,12 +163,12 @@ with st.expander("Sensitivity by block: one Linear layer quantized at a time", e
     if st.button("Sweep 8, 4 and 2 bits", key="hf_sens"):
         try:
             with st.spinner("Quantizing one layer at a time…"):
-                st.session_state["hf_sweep"] = (hf.fingerprint, ts.sensitivity_sweep(hf, data, "quantize", (8, 4, 2)))
+                st.session_state["hf_sweep"] = (hf.fingerprint, sensitivity_sweep(hf, data, "quantize", (8, 4, 2)))
         except Exception as exc:
             show_error(exc, "The sweep failed")
     sweep = st.session_state.get("hf_sweep")
     if sweep and sweep[0] == hf.fingerprint:
-        groups = ts.sensitivity_by_group(sweep[1]).assign(where=lambda d: d["group"] + " @" + d["level"].astype(str))
+        groups = sensitivity_by_group(sweep[1]).assign(where=lambda d: d["group"] + " @" + d["level"].astype(str))
         st.plotly_chart(bar_figure(groups, "where", "fidelity_mean", "Mean fidelity by block role and bit-width",
                                    hover="layers"), key="hf_sens_fig")
 
@@ -172,13 +178,13 @@ target = t1.slider("Fidelity target", 0.90, 1.0, 0.99, 0.005, key="hf_target", f
 if t2.button("Sweep the layers", key="hf_sweep_int8"):
     try:
         with st.spinner("Quantizing one layer at a time, then keeping the most sensitive in fp32…"):
-            st.session_state["hf_tradeoff"] = (hf.fingerprint, ts.int8_tradeoff(hf, data))
+            st.session_state["hf_tradeoff"] = (hf.fingerprint, int8_tradeoff(hf, data))
     except Exception as exc:
         show_error(exc, "The int8 sweep failed")
 trade = st.session_state.get("hf_tradeoff")
 if trade and trade[0] == hf.fingerprint:
     frame = trade[1]
-    choice = ts.choose_int8(frame, target)
+    choice = choose_int8(frame, target)
     (st.success if choice["meets_target"] else st.warning)(
         f"Keep {choice['k_kept']} layer(s) in fp32, {choice['int8_layers']} in int8: "
         f"fidelity {choice['fidelity']:.4f}, {choice['speedup']:.2f}x measured speed-up"
@@ -192,8 +198,8 @@ d1, d2, d3 = st.columns(3, vertical_alignment="bottom")
 keep_every = d1.number_input("Keep every n-th block", 2, 4, 2, key="hf_keep_every")
 epochs = d2.number_input("Epochs", 1, 50, 3, key="hf_epochs")
 if d3.button("Distil", key="hf_distill"):
-    cfg = ts.HFDistillConfig(keep_every=int(keep_every), epochs=int(epochs))
-    start_background(DISTILL_JOB, "Distillation", lambda job: ts.distill_hf(
+    cfg = HFDistillConfig(keep_every=int(keep_every), epochs=int(epochs))
+    start_background(DISTILL_JOB, "Distillation", lambda job: distill_hf(
         hf, data, cfg, stop=job.stop,
         callback=lambda p: job.update(p.fraction, f"epoch {p.epoch + 1}/{p.epochs}, loss {p.loss:.4f}")))
 job = job_panel(DISTILL_JOB, "Distillation")

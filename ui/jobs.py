@@ -90,7 +90,7 @@ def finished_result(key: str):
 
 def tune_ui(key: str, title: str, button: str, cfg, label: str,
             train: Callable[[int, object], tuple[torch.nn.Module, object]]) -> None:
-    """Epochs, a button that runs `train(epochs, job) -> (model, Report)` in the background (with
+    """Epochs, a button that runs `train(epochs, job) -> (model, Result)` in the background (with
     progress and Stop), and, once it has finished for the current `cfg`: the fine-tuned model
     evaluated against the original, added as a result, and a button to keep it."""
     base, data = current_base(), current_data()

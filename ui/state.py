@@ -80,7 +80,7 @@ def compressed_result(cfg) -> dict:
     """Compress this session's base model with `cfg` (a MethodConfig) and evaluate accuracy and
     size against the base, timing nothing (see `compressed_latency`). Computed once per (model,
     config, data); reruns and other users hit the cache.
-    Returns {"metrics": EvalResult dict, "report": Report dict}."""
+    Returns {"metrics": EvalResult dict, "report": Result dict}."""
     base, data = current_base(), current_data()
     return cached_compressed(base.model, base.fingerprint, cfg.to_json(), data, data.fingerprint, current_device())
 

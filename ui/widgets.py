@@ -45,7 +45,7 @@ def no_speed_metric(col, reason: str) -> None:
 def metric_row(m: dict, base: dict, latency_note: str = "", cfg=None, report: dict | None = None) -> dict:
     """Accuracy, non-zero parameters, size and latency, with deltas against the baseline. The first
     three draw at once; with `cfg`, the paired latency is then measured (once per model and config)
-    and drawn, unless `report` (the result's Report dict) says the result cannot change speed:
+    and drawn, unless `report` (the result's Result dict) says the result cannot change speed:
     then no number at all, only why. Returns `m` with the latency fields filled in, for add_result."""
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Accuracy", f"{m['accuracy']:.2%}", delta=f"{(m['accuracy'] - base['accuracy']) * 100:+.2f} pts",

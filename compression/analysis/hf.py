@@ -17,13 +17,24 @@ from compression.core.modules import copy_model, set_module
 from compression.core.quant import compute_qparams, fake_quantize
 from compression.core.registry import MethodConfig, compress
 from compression.data.text import TextData
-from compression.methods.hf import int8_copy
+from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig
+from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, int8_copy
 from compression.methods.pruning import magnitude_mask
 from compression.methods.training import StopFlag, is_stopped
 from compression.metrics.text import Probe, cached_probe, make_probe, text_paired_latency
 from compression.models.model import Model, embedding_names, linear_names
 
 SweepCallback = Callable[[int, int, dict], None]   # (done, total, row)
+# the transformer methods by their short names (the `hf` command's --method, the Transformers page)
+METHOD_CONFIGS = {
+    "prune": HFPruneConfig, "nm": NMConfig, "heads": HeadPruneConfig, "ffn": FFNPruneConfig,
+    "quantize": HFQuantConfig, "int8": Int8Config, "lowrank": HFLowRankConfig,
+}
+METHOD_TITLES = {
+    "prune": "unstructured magnitude pruning", "nm": "N:M (2:4) pruning", "heads": "attention-head pruning",
+    "ffn": "FFN neuron pruning", "quantize": "simulated quantization", "int8": "real int8 (dynamic)",
+    "lowrank": "low-rank (SVD)",
+}
 FIDELITY_KEYS = ("fidelity", "cosine", "neighbour_agreement", "agreement", "kl_divergence", "perplexity", "accuracy")
 
 

@@ -12,10 +12,17 @@ from __future__ import annotations
 import argparse
 import tempfile
 
+from compression.analysis.hf import choose_int8, int8_tradeoff, measure_method
 from compression.cli.common import command
 from compression.core.errors import ConfigError
+from compression.data.text import load_text_data
 from compression.io.hf_export import save_hf_folder
-from compression.workflows import transformers as ts
+from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig
+from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig
+from compression.methods.hf_distill import HFDistillConfig, distill_hf
+from compression.metrics.text import make_probe
+from compression.models.hf import KINDS, load_hf_folder
+from compression.models.hf_demo import make_demo_folder
 
 METHODS = ("prune", "nm", "heads", "ffn", "quantize", "int8", "lowrank", "target", "distill")
 # integer flags: (least, most) each may be; a batch too large would exhaust memory
@@ -65,41 +72,41 @@ def method_config(args: argparse.Namespace):
             n, m = (int(v) for v in args.pattern.split(":"))
         except ValueError:
             raise ConfigError(f"--pattern must look like 2:4; got {args.pattern!r}.") from None
-        return ts.NMConfig(n=n, m=m)
+        return NMConfig(n=n, m=m)
     return {
-        "prune": lambda: ts.HFPruneConfig(sparsity=args.sparsity, embeddings=args.embeddings),
-        "heads": lambda: ts.HeadPruneConfig(fraction=args.fraction),
-        "ffn": lambda: ts.FFNPruneConfig(fraction=args.fraction),
-        "quantize": lambda: ts.HFQuantConfig(bits=args.bits),
-        "int8": lambda: ts.Int8Config(exclude=tuple(k.strip() for k in args.exclude.split(",") if k.strip())),
-        "lowrank": lambda: ts.HFLowRankConfig(rank_ratio=args.rank_ratio),
+        "prune": lambda: HFPruneConfig(sparsity=args.sparsity, embeddings=args.embeddings),
+        "heads": lambda: HeadPruneConfig(fraction=args.fraction),
+        "ffn": lambda: FFNPruneConfig(fraction=args.fraction),
+        "quantize": lambda: HFQuantConfig(bits=args.bits),
+        "int8": lambda: Int8Config(exclude=tuple(k.strip() for k in args.exclude.split(",") if k.strip())),
+        "lowrank": lambda: HFLowRankConfig(rank_ratio=args.rank_ratio),
     }[args.method]()
 
 
 def load_folder(spec: str):
     """An Model from a folder, or from a fresh demo folder for demo:KIND."""
     if not spec.startswith("demo:"):
-        return ts.load_hf_folder(spec)
+        return load_hf_folder(spec)
     kind = spec.split(":", 1)[1]
-    if kind not in ts.KINDS:
-        raise ConfigError(f"demo kind must be one of {', '.join(ts.KINDS)}; got {kind!r}.")
+    if kind not in KINDS:
+        raise ConfigError(f"demo kind must be one of {', '.join(KINDS)}; got {kind!r}.")
     with tempfile.TemporaryDirectory(prefix="hf-demo-") as tmp:
-        return ts.load_hf_folder(ts.make_demo_folder(tmp, kind))
+        return load_hf_folder(make_demo_folder(tmp, kind))
 
 
 def _run(args: argparse.Namespace, hf, data) -> dict:
     if args.method == "target":
-        frame = ts.int8_tradeoff(hf, data, max_texts=args.max_texts, batch_size=args.batch_size, seq_len=args.seq_len)
-        choice = ts.choose_int8(frame, args.target)
+        frame = int8_tradeoff(hf, data, max_texts=args.max_texts, batch_size=args.batch_size, seq_len=args.seq_len)
+        choice = choose_int8(frame, args.target)
         return {"method": "int8 with fidelity target", **choice,
                 "choices": frame.drop(columns=["kept"]).to_dict("records"),
                 "fp32_latency_ms": frame.attrs["fp32_latency_ms"]}
     if args.method == "distill":
-        student, report = ts.distill_hf(hf, data, ts.HFDistillConfig(epochs=args.epochs))
+        student, report = distill_hf(hf, data, HFDistillConfig(epochs=args.epochs))
         return {"method": "distill", **{k: v for k, v in report.metrics.items() if k != "after"}}
-    small, result = ts.measure_method(hf, method_config(args), data, latency=not args.no_latency,
+    small, result = measure_method(hf, method_config(args), data, latency=not args.no_latency,
                                       batch_size=args.batch_size, seq_len=args.seq_len,
-                                      probe=ts.make_probe(hf, data, max_texts=args.max_texts))
+                                      probe=make_probe(hf, data, max_texts=args.max_texts))
     if args.save:
         result["saved"] = str(save_hf_folder(small, args.save, check=data))
     return result
@@ -111,7 +118,7 @@ def cmd_hf(args: argparse.Namespace) -> dict:
     if args.method in METHODS[:7]:
         method_config(args)
     hf = load_folder(args.folder)
-    data = ts.load_text_data(args.text)
+    data = load_text_data(args.text)
     result = _run(args, hf, data)
     return {"folder": args.folder, "kind": hf.task, "model_type": hf.model_type, "data": data.name,
             "texts": min(len(data), args.max_texts), **result}

@@ -12,7 +12,7 @@ from torch import nn
 from compression.core.errors import ConfigError
 
 CONFIGS: dict[str, type["MethodConfig"]] = {}
-HANDLERS: dict[type, Callable[..., tuple[Any, "Report"]]] = {}
+HANDLERS: dict[type, Callable[..., tuple[Any, "Result"]]] = {}
 WHOLE_MODEL: set[type] = set()   # configs whose handler needs the Model (a transformer's blocks), not its module
 C = TypeVar("C", bound="MethodConfig")
 
@@ -24,7 +24,7 @@ def register_config(cls: type[C]) -> type[C]:
 
 
 def register_handler(config_type: type, needs_model: bool = False) -> Callable:
-    """Decorator: `handler(module, cfg, data=None, **kw) -> (new_module, Report)` for a config type.
+    """Decorator: `handler(module, cfg, data=None, **kw) -> (new_module, Result)` for a config type.
 
     With `needs_model` the handler takes and returns the whole models.Model instead (structured
     transformer methods need its architecture spec and blocks)."""
@@ -118,7 +118,7 @@ def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool 
 
 
 @dataclass
-class Report:
+class Result:
     """What a method did: per-layer rows, skipped layers with reasons, and its own metrics.
 
     `layers` rows are flat dicts (one per layer) ready for a DataFrame; `metrics` holds the
@@ -145,7 +145,7 @@ def method_label(cfg: MethodConfig) -> str:
     return f"{cfg.kind}({', '.join(f'{k}={v}' for k, v in fields.items())})"
 
 
-def compress(model, cfg: MethodConfig, data=None, **kwargs) -> tuple[Any, Report]:
+def compress(model, cfg: MethodConfig, data=None, **kwargs) -> tuple[Any, Result]:
     """Apply any registered method to a copy of `model`; the input model is never changed.
 
     `model` is a bare nn.Module (a module comes back) or a models.Model (a Model comes back, around

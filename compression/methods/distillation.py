@@ -13,7 +13,7 @@ from typing import Callable, ClassVar
 
 from torch import nn
 
-from compression.core.registry import MethodConfig, Report, register_config, register_handler
+from compression.core.registry import MethodConfig, Result, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.core.errors import ConfigError
 from compression.metrics.evaluate import accuracy_and_loss
@@ -49,7 +49,7 @@ class DistillConfig(MethodConfig):
 
 def distill(teacher: nn.Module, student: nn.Module, data: Dataset, cfg: DistillConfig,
             callback: Callable[[Progress], None] | None = None, stop: StopFlag = None,
-            baseline: bool = False, device: str | None = None) -> tuple[nn.Module, Report]:
+            baseline: bool = False, device: str | None = None) -> tuple[nn.Module, Result]:
     """Train a copy of `student` from `teacher` with `training.fit` (neither input is changed).
 
     Args:
@@ -61,7 +61,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, cfg: DistillC
         device: train there (the teacher's logits are computed where the teacher is); the
             student comes back to the CPU.
     Returns:
-        (distilled student in eval mode, Report with metrics teacher_accuracy, student_accuracy,
+        (distilled student in eval mode, Result with metrics teacher_accuracy, student_accuracy,
         initial_accuracy (on data.eval_split), history (one row per epoch), stopped, and with baseline
         baseline_accuracy and baseline_history).
     """
@@ -76,12 +76,12 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, cfg: DistillC
         alone, alone_history = fit(student, data, train_cfg, stop=stop, device=device)
         metrics["baseline_accuracy"] = accuracy_and_loss(alone, data.scored)[0]
         metrics["baseline_history"] = alone_history
-    return trained, Report("distill", cfg.to_dict(), metrics=metrics)
+    return trained, Result("distill", cfg.to_dict(), metrics=metrics)
 
 
 @register_handler(DistillConfig)
 def _distill_handler(model: nn.Module, cfg: DistillConfig, data: Dataset | None = None,
-                     student: nn.Module | None = None, **kw) -> tuple[nn.Module, Report]:
+                     student: nn.Module | None = None, **kw) -> tuple[nn.Module, Result]:
     """compress(teacher, cfg, data, student=...): the model being compressed is the teacher."""
     if student is None or data is None:
         raise ConfigError("Distillation needs a student model and data: distill(teacher, student, data, cfg).")

@@ -17,7 +17,7 @@ from torch import nn
 
 from compression.core.errors import UnsupportedLayerError
 from compression.core.modules import copy_model, set_module
-from compression.core.registry import MethodConfig, Report, check_range, method_label, register_config, register_handler
+from compression.core.registry import MethodConfig, Result, check_range, method_label, register_config, register_handler
 from compression.methods.hf import size_metrics
 from compression.models.model import Model
 
@@ -94,7 +94,7 @@ def _heads_of(hf: Model, model: nn.Module, prefix: str) -> int:
 
 
 @register_handler(HeadPruneConfig, needs_model=True)
-def prune_heads_hf(hf: Model, cfg: HeadPruneConfig, data=None) -> tuple[Model, Report]:
+def prune_heads_hf(hf: Model, cfg: HeadPruneConfig, data=None) -> tuple[Model, Result]:
     model = copy_model(hf.model)
     work = hf.replace(model, "work")
     rows, pruned_heads = [], {}
@@ -112,7 +112,7 @@ def prune_heads_hf(hf: Model, cfg: HeadPruneConfig, data=None) -> tuple[Model, R
     removed = {k: v for k, v in pruned_heads.items() if v}
     model.config.pruned_heads = {**(getattr(model.config, "pruned_heads", None) or {}), **removed}
     metrics = {"heads_removed": sum(len(v) for v in pruned_heads.values()), **size_metrics(hf.model, model)}
-    return hf.replace(model.eval(), method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, [], metrics)
+    return hf.replace(model.eval(), method_label(cfg)), Result(cfg.kind, cfg.to_dict(), rows, [], metrics)
 
 
 @register_config
@@ -128,7 +128,7 @@ class FFNPruneConfig(MethodConfig):
 
 
 @register_handler(FFNPruneConfig, needs_model=True)
-def prune_ffn_hf(hf: Model, cfg: FFNPruneConfig, data=None) -> tuple[Model, Report]:
+def prune_ffn_hf(hf: Model, cfg: FFNPruneConfig, data=None) -> tuple[Model, Result]:
     model = copy_model(hf.model)
     spec, rows = hf.spec, []
     for index, (prefix, block) in enumerate(hf.replace(model, "work").blocks()):
@@ -142,4 +142,4 @@ def prune_ffn_hf(hf: Model, cfg: FFNPruneConfig, data=None) -> tuple[Model, Repo
         rows.append({"block": index, "neurons_before": width, "neurons_after": keep_n})
     metrics = {"neurons_removed": sum(r["neurons_before"] - r["neurons_after"] for r in rows),
                **size_metrics(hf.model, model)}
-    return hf.replace(model.eval(), method_label(cfg)), Report(cfg.kind, cfg.to_dict(), rows, [], metrics)
+    return hf.replace(model.eval(), method_label(cfg)), Result(cfg.kind, cfg.to_dict(), rows, [], metrics)

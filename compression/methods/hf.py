@@ -1,6 +1,6 @@
 """Compression methods on transformers, registered in the one registry (`core.registry.compress`, which
 takes a Model or its bare module). Each handler takes a module and a frozen config, and returns a new
-module (the input is never changed) and a Report:
+module (the input is never changed) and a Result:
 
 - hf_prune: unstructured magnitude pruning of Linear layers (embeddings only when asked);
 - hf_nm: N:M semi-structured pruning (e.g. 2:4: N non-zeros in every M weights along the input dim);
@@ -26,7 +26,7 @@ from compression.core.errors import ConfigError, UnsupportedLayerError
 from compression.core.modules import (check_layer_names, copy_model, count_params, fold_masks_, not_selected,
                                       set_module)
 from compression.core.quant import sqnr_db
-from compression.core.registry import (MethodConfig, Report, check_range, layer_patterns, register_config,
+from compression.core.registry import (MethodConfig, Result, check_range, layer_patterns, register_config,
                                        register_handler)
 from compression.methods.int8 import REAL_INT8, int8_layers
 from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
@@ -68,7 +68,7 @@ class HFPruneConfig(MethodConfig):
 
 
 @register_handler(HFPruneConfig)
-def prune_hf(model: nn.Module, cfg: HFPruneConfig, data=None) -> tuple[nn.Module, Report]:
+def prune_hf(model: nn.Module, cfg: HFPruneConfig, data=None) -> tuple[nn.Module, Result]:
     if cfg.embeddings:
         inner = PruneConfig(sparsity=cfg.sparsity, overrides={n: cfg.sparsity for n in embedding_names(model)})
     else:
@@ -106,7 +106,7 @@ class NMConfig(MethodConfig):
 
 
 @register_handler(NMConfig)
-def nm_prune_hf(model: nn.Module, cfg: NMConfig, data=None) -> tuple[nn.Module, Report]:
+def nm_prune_hf(model: nn.Module, cfg: NMConfig, data=None) -> tuple[nn.Module, Result]:
     new = copy_model(model)
     rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(new)]
     for name in linear_names(new):
@@ -121,7 +121,7 @@ def nm_prune_hf(model: nn.Module, cfg: NMConfig, data=None) -> tuple[nn.Module, 
         raise UnsupportedLayerError(f"No Linear layer has an input size that is a multiple of {cfg.m}.")
     fold_masks_(new)
     metrics = {"sparsity_of_pruned_layers": 1 - cfg.n / cfg.m, **size_metrics(model, new)}
-    return new.eval(), Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
+    return new.eval(), Result(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
 
 
 # ---- quantization: simulated at 2-16 bits, real int8 -------------------------------------------
@@ -141,7 +141,7 @@ class HFQuantConfig(MethodConfig):
 
 
 @register_handler(HFQuantConfig)
-def quantize_hf(model: nn.Module, cfg: HFQuantConfig, data=None) -> tuple[nn.Module, Report]:
+def quantize_hf(model: nn.Module, cfg: HFQuantConfig, data=None) -> tuple[nn.Module, Result]:
     exclude = () if cfg.embeddings else tuple(embedding_names(model) + tied_heads(model))
     new, report = quantize(model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, exclude=exclude))
     report.method, report.config = cfg.kind, cfg.to_dict()
@@ -176,7 +176,7 @@ def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
 
 
 @register_handler(Int8Config)
-def int8_hf(model: nn.Module, cfg: Int8Config, data=None) -> tuple[nn.Module, Report]:
+def int8_hf(model: nn.Module, cfg: Int8Config, data=None) -> tuple[nn.Module, Result]:
     check_layer_names(model, cfg.include + cfg.exclude)
     linears = linear_names(model, tied=True)
     names = [n for n in linears if not not_selected(n, cfg.include, cfg.exclude)]
@@ -194,7 +194,7 @@ def int8_hf(model: nn.Module, cfg: Int8Config, data=None) -> tuple[nn.Module, Re
     if untied:
         metrics["note"] = (f"{', '.join(untied)} shared its weight with the input embedding; its int8 copy is "
                            "stored separately, so the stored parameter count grows by that matrix.")
-    return new, Report(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
+    return new, Result(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
 
 
 # ---- low-rank -----------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ class HFLowRankConfig(MethodConfig):
 
 
 @register_handler(HFLowRankConfig)
-def lowrank_hf(model: nn.Module, cfg: HFLowRankConfig, data=None) -> tuple[nn.Module, Report]:
+def lowrank_hf(model: nn.Module, cfg: HFLowRankConfig, data=None) -> tuple[nn.Module, Result]:
     new, inner = copy_model(model), LowRankConfig(rank_ratio=cfg.rank_ratio)
     rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(new)]
     for name in linear_names(new):
@@ -226,4 +226,4 @@ def lowrank_hf(model: nn.Module, cfg: HFLowRankConfig, data=None) -> tuple[nn.Mo
         set_module(new, name, factorise(layer, rank, svd).eval())
         rows.append({"layer": name, "rank": rank, "full_rank": full, "params_before": layer.weight.numel(),
                      "params_after": rank * (layer.in_features + layer.out_features)})
-    return new.eval(), Report(cfg.kind, cfg.to_dict(), rows, skipped, size_metrics(model, new))
+    return new.eval(), Result(cfg.kind, cfg.to_dict(), rows, skipped, size_metrics(model, new))

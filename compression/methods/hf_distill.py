@@ -13,7 +13,7 @@ from torch import nn
 
 from compression.core.errors import ConfigError
 from compression.core.modules import copy_model, count_params, set_module
-from compression.core.registry import MethodConfig, Report, check_range
+from compression.core.registry import MethodConfig, Result, check_range
 from compression.data.text import TextData, encode
 from compression.methods.training import Progress, StopFlag, is_stopped, kd_loss
 from compression.metrics.text import TextForward, make_probe, mean_pool
@@ -107,11 +107,11 @@ def _epoch(student: nn.Module, teacher: nn.Module, kind: str, enc, cfg: HFDistil
 
 
 def distill_hf(teacher: Model, data: TextData, cfg: HFDistillConfig | None = None,
-               callback: Callable[[Progress], None] | None = None, stop: StopFlag = None) -> tuple[Model, Report]:
+               callback: Callable[[Progress], None] | None = None, stop: StopFlag = None) -> tuple[Model, Result]:
     """Train a smaller student (see `make_student`) to match the teacher on the texts.
 
     Returns:
-        (student in eval mode, Report with fidelity before and after training, params of both,
+        (student in eval mode, Result with fidelity before and after training, params of both,
         per-epoch history and whether it was stopped). A stopped run keeps what it learned so far.
     """
     cfg = cfg or HFDistillConfig()
@@ -139,4 +139,4 @@ def distill_hf(teacher: Model, data: TextData, cfg: HFDistillConfig | None = Non
                "fidelity_metric": after["fidelity_metric"], "after": after,
                "params_teacher": count_params(teacher.model),
                "params_student": count_params(model), "history": history, "stopped": stopped}
-    return student, Report(cfg.kind, cfg.to_dict(), metrics=metrics)
+    return student, Result(cfg.kind, cfg.to_dict(), metrics=metrics)

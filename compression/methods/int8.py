@@ -13,7 +13,7 @@ from torch import nn
 from compression.core.errors import ConfigError, UnsupportedLayerError
 from compression.core.modules import check_layer_names, refuse_frozen_code, weight_layers
 from compression.core.quant import sqnr_db
-from compression.core.registry import Report
+from compression.core.registry import Result
 from compression.methods.quantization import prepare_copy
 from compression.metrics.latency import LATENCY_BATCH, paired_latency
 
@@ -37,7 +37,7 @@ def _quiet_deprecations() -> Iterator[None]:
 
 def quantize_int8(model: nn.Module, *, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                   measure: bool = True, batch_size: int = LATENCY_BATCH, input_shape: tuple[int, ...] | None = None,
-                  rounds: int = 5) -> tuple[nn.Module, Report]:
+                  rounds: int = 5) -> tuple[nn.Module, Result]:
     """Real int8 of a copy of `model`: torch.ao.quantization.quantize_dynamic on its Linear layers
     (int8 weights, inputs quantized on the fly by the int8 kernels, fp32 out). Conv and Embedding
     layers stay fp32 and are listed as skipped. Any simulated input quantization is dropped.
@@ -49,7 +49,7 @@ def quantize_int8(model: nn.Module, *, include: tuple[str, ...] = (), exclude: t
             of `input_shape` (default: the model's zoo shape, else digits' (1, 8, 8)), paired:
             `rounds` alternating rounds, so both see the same machine state.
     Returns:
-        (model, Report) with simulated=False, rows {layer, type, bits, kernel, sqnr_db} and metrics
+        (model, Result) with simulated=False, rows {layer, type, bits, kernel, sqnr_db} and metrics
         {label, simulated, int8_layers, fp32_file_bytes, int8_file_bytes, bytes_how, size_ratio
         (= int8_file_bytes / fp32_file_bytes)} plus, when measured, {fp32_latency_ms,
         int8_latency_ms (medians over the rounds of each round's median), speedup (their ratio),
@@ -78,7 +78,7 @@ def quantize_int8(model: nn.Module, *, include: tuple[str, ...] = (), exclude: t
         if measure:
             metrics.update(_int8_latency(fp32, q, batch_size, input_shape, rounds))
     config = {"kind": "int8", "include": list(include), "exclude": list(exclude)}
-    return q, Report("int8", config, rows, skipped, metrics, simulated=False)
+    return q, Result("int8", config, rows, skipped, metrics, simulated=False)
 
 
 def _int8_latency(fp32: nn.Module, q: nn.Module, batch_size: int, input_shape: tuple[int, ...] | None,

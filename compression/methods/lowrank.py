@@ -17,7 +17,7 @@ from torch import nn
 
 from compression.core.errors import ConfigError
 from compression.core.modules import check_layer_names, copy_model, refuse_frozen_code, set_module, weight_layers
-from compression.core.registry import MethodConfig, Report, layer_patterns, register_config, register_handler
+from compression.core.registry import MethodConfig, Result, layer_patterns, register_config, register_handler
 from compression.data.datasets import Dataset
 from compression.metrics.evaluate import before_after
 
@@ -111,12 +111,12 @@ def _candidates(model: nn.Module, cfg: LowRankConfig) -> tuple[dict[str, nn.Modu
 
 
 def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
-            measure_latency: bool = True, **_) -> tuple[nn.Module, Report]:
+            measure_latency: bool = True, **_) -> tuple[nn.Module, Result]:
     """Factorise a copy of `model` (the input is not changed).
 
     A layer is skipped, with the reason, when its factors would not have fewer weights.
     Returns:
-        (new model in eval mode, Report with rows {layer, rank, full_rank, params_before,
+        (new model in eval mode, Result with rows {layer, rank, full_rank, params_before,
         params_after, energy_kept} (weights only: the bias is unchanged) and metrics
         params_before/after, macs_before/after and, if measure_latency, the paired latency of
         metrics.evaluate.before_after at LATENCY_BATCH).
@@ -140,7 +140,7 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
         rows.append({"layer": name, "rank": r, "full_rank": S.numel(), "params_before": before,
                      "params_after": after, "energy_kept": energy})
     metrics = before_after(model, new, _example(model, data), measure_latency)
-    return new.eval(), Report("lowrank", cfg.to_dict(), rows, skipped, metrics)
+    return new.eval(), Result("lowrank", cfg.to_dict(), rows, skipped, metrics)
 
 
 def _example(model: nn.Module, data: Dataset | None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 from compression.core.errors import ConfigError, UnsupportedLayerError
 from compression.core.modules import (check_layer_names, copy_model, count_params, is_frozen_code, is_layer, layer_type,
                                       matches, refuse_frozen_code, weight_layers)
-from compression.core.registry import (MethodConfig, Report, check_range, layer_patterns, name_pairs, register_config,
+from compression.core.registry import (MethodConfig, Result, check_range, layer_patterns, name_pairs, register_config,
                                        register_handler)
 from compression.data.datasets import Dataset
 from compression.methods.training import TrainConfig, fit
@@ -144,7 +144,7 @@ def apply_mask_(layer: nn.Module, mask: torch.Tensor) -> None:
             tprune.custom_from_mask(layer, "weight", mask)
 
 
-def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) -> tuple[nn.Module, Report]:
+def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) -> tuple[nn.Module, Result]:
     """Unstructured pruning of a copy of `model`; masks follow torch.nn.utils.prune."""
     model = copy_model(model)
     layers, skipped = prunable_layers(model, cfg)
@@ -166,7 +166,7 @@ def prune(model: nn.Module, cfg: PruneConfig, data: Dataset | None = None, **_) 
                      "requested": overrides.get(name, cfg.sparsity), "achieved": n_zero / mask.numel()})
     metrics = {"sparsity": zeros / max(total, 1), "nonzero_params": count_params(model) - zeros,
                "params": count_params(model), "pruned_weights": total}
-    return model, Report("prune", cfg.to_dict(), rows, skipped, metrics)
+    return model, Result("prune", cfg.to_dict(), rows, skipped, metrics)
 
 
 register_handler(PruneConfig)(prune)
@@ -179,7 +179,7 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
 
 
 def finetune(model: nn.Module, data: Dataset, train_cfg: TrainConfig, teacher: nn.Module | None = None,
-             callback=None, stop=None, device: str | None = None) -> tuple[nn.Module, Report]:
+             callback=None, stop=None, device: str | None = None) -> tuple[nn.Module, Result]:
     """Recovery fine-tuning with masks fixed (only weight_orig trains; weight = orig * mask),
     on `device` if given (the tuned model comes back to the CPU). Refused on TorchScript: its
     zeros are written into the weights (no masks), so training would grow them back."""
@@ -191,7 +191,7 @@ def finetune(model: nn.Module, data: Dataset, train_cfg: TrainConfig, teacher: n
     tuned, history = fit(model, data, train_cfg, teacher=teacher, callback=callback, stop=stop, device=device)
     after, _ = accuracy_and_loss(tuned, data.val)
     metrics = {"accuracy_before": before, "accuracy_after": after, "history": history}
-    return tuned, Report("finetune", {"kind": "finetune", "epochs": train_cfg.epochs}, metrics=metrics)
+    return tuned, Result("finetune", {"kind": "finetune", "epochs": train_cfg.epochs}, metrics=metrics)
 
 
 # ---- structured: whole channels, with dependent layers adjusted (torch-pruning DepGraph) ----
@@ -231,7 +231,7 @@ def _out_channels(model: nn.Module) -> dict[str, int]:
 
 
 def channel_prune(model: nn.Module, cfg: ChannelPruneConfig, data: Dataset | None = None,
-                  measure_latency: bool = True, **_) -> tuple[nn.Module, Report]:
+                  measure_latency: bool = True, **_) -> tuple[nn.Module, Result]:
     """Structured pruning of a copy: channels really removed, the model shrinks and still runs."""
     import torch_pruning as tp
 
@@ -265,7 +265,7 @@ def channel_prune(model: nn.Module, cfg: ChannelPruneConfig, data: Dataset | Non
     after = _out_channels(pruned)
     rows = [{"layer": n, "channels_before": before[n], "channels_after": after.get(n)} for n in before]
     metrics = before_after(model, pruned, example, measure_latency)
-    return pruned.eval(), Report("channel_prune", cfg.to_dict(), rows, [], metrics)
+    return pruned.eval(), Result("channel_prune", cfg.to_dict(), rows, [], metrics)
 
 
 register_handler(ChannelPruneConfig)(channel_prune)

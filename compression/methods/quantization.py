@@ -2,10 +2,10 @@
 with min-max, percentile or MSE-optimal clipping; quantization-aware fine-tuning with a
 straight-through estimator; and real int8 through PyTorch's dynamic quantization kernels.
 
-Every result says which it is: simulated results (Report.simulated=True) are labelled
+Every result says which it is: simulated results (Result.simulated=True) are labelled
 "simulated (fake quantization)": weights are rounded to the integer grid and stored back as floats,
 so the model computes in fp32 and shows the accuracy, not the speed, of the quantized model. Real
-int8 results (Report.simulated=False) are labelled "real int8 (dynamic quantization kernels)".
+int8 results (Result.simulated=False) are labelled "real int8 (dynamic quantization kernels)".
 
 Conventions read by the compact file format (compression.models.compact):
 - a quantized weight stays a float tensor of dequantized values and its layer carries
@@ -28,7 +28,7 @@ from compression.core.modules import (check_layer_names, copy_model, is_layer, l
                                       weight_layers)
 from compression.core.quant import (CALIBRATIONS, QuantInfo, attach_act_quant, check_bits, compute_qparams,
                                     fake_quantize, has_act_quant, info_from_rows, remove_act_quant, sqnr_db)
-from compression.core.registry import (MethodConfig, Report, check_range, layer_patterns, name_pairs, register_config,
+from compression.core.registry import (MethodConfig, Result, check_range, layer_patterns, name_pairs, register_config,
                                        register_handler)
 from compression.data.datasets import Dataset
 from compression.methods.training import StopFlag, TrainConfig, fit
@@ -252,7 +252,7 @@ def _metrics(rows: list[dict], cfg: QuantConfig) -> dict:
             "label": SIMULATED, "simulated": True}
 
 
-def quantize(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None, **_) -> tuple[nn.Module, Report]:
+def quantize(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None, **_) -> tuple[nn.Module, Result]:
     """Simulated quantization of a copy of `model`; the caller's model is not changed.
 
     Weights of every Linear / Conv1d / Conv2d (grouped and depthwise too) / Embedding layer are
@@ -260,7 +260,7 @@ def quantize(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None, **
     cfg.activations each quantized layer's input is fake-quantized per tensor by a forward
     pre-hook, calibrated on cfg.calib_batches training batches of `data` (required then).
     Returns:
-        (model, Report) with simulated=True, rows {layer, type, bits, granularity, calibration,
+        (model, Result) with simulated=True, rows {layer, type, bits, granularity, calibration,
         params, sqnr_db, act_bits} and metrics {bits, act_bits, mean_weight_bits, quantized_layers,
         mean_sqnr_db, sqnr_db: {layer: dB}, granularity, calibration, biases, label, simulated}.
     """
@@ -271,7 +271,7 @@ def quantize(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None, **
     return work, quantize_(work, cfg, data)
 
 
-def quantize_(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None) -> Report:
+def quantize_(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None) -> Result:
     """In place: as `quantize`, on `model` itself (pruning masks must be folded beforehand)."""
     if cfg.activations and data is None:
         raise ConfigError("Activation quantization needs data to calibrate the input ranges: pass a data set.")
@@ -284,7 +284,7 @@ def quantize_(model: nn.Module, cfg: QuantConfig, data: Dataset | None = None) -
     rows, kept = _quantize_weights_(layers, cfg)
     if cfg.activations:
         _quantize_inputs_(layers, rows, cfg, stats)
-    return Report("quantize", cfg.to_dict(), rows, skipped + kept, _metrics(rows, cfg), simulated=True)
+    return Result("quantize", cfg.to_dict(), rows, skipped + kept, _metrics(rows, cfg), simulated=True)
 
 
 register_handler(QuantConfig)(quantize)
@@ -309,7 +309,7 @@ class _FakeQuantSTE(nn.Module):
 
 
 def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: TrainConfig,
-                 teacher: nn.Module | None = None, callback=None, stop: StopFlag = None) -> tuple[nn.Module, Report]:
+                 teacher: nn.Module | None = None, callback=None, stop: StopFlag = None) -> tuple[nn.Module, Result]:
     """Quantization-aware fine-tuning of a copy of `model` (fp32 or already fake-quantized).
 
     Training sees fake-quantized weights (a temporary parametrization, grid from the current
@@ -318,7 +318,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
     `teacher` adds distillation (training.fit). The parametrizations are removed afterwards and
     the trained weights quantized per `cfg` (the input ranges kept from training).
     Returns:
-        (model, Report) as `quantize`, method 'qat', plus metrics accuracy_before (post-training
+        (model, Result) as `quantize`, method 'qat', plus metrics accuracy_before (post-training
         quantization at cfg) and accuracy_after (both on data.val), history, train_config.
     """
     from torch.nn.utils import parametrize
@@ -356,7 +356,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QuantConfig, train_cfg: T
     metrics.update({"accuracy_before": before, "accuracy_after": after, "accuracy_split": "val",
                     "history": history, "qat_epochs": len(history), "train_config": asdict(train_cfg),
                     "distilled": teacher is not None})
-    return trained, Report("qat", cfg.to_dict(), rows, skipped + kept, metrics, simulated=True)
+    return trained, Result("qat", cfg.to_dict(), rows, skipped + kept, metrics, simulated=True)
 
 
 

@@ -1,1 +1,1 @@
-"""What combines methods and metrics: recipes, case studies, curves, the transformer API."""
+"""What combines methods and metrics: recipes, case studies, curves, the pages' background jobs."""

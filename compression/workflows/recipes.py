@@ -33,7 +33,7 @@ from torch import nn
 from compression import methods  # noqa: F401  (registers every method config)
 from compression.core.errors import ConfigError, StoppedError
 from compression.core.modules import copy_model, refresh_pruned_
-from compression.core.registry import CONFIGS, Report, compress, config_from_dict
+from compression.core.registry import CONFIGS, Result, compress, config_from_dict
 from compression.data.datasets import Dataset, check_split, parse_preprocess
 from compression.methods.training import Progress, StopFlag, TrainConfig, fit, is_stopped
 from compression.metrics.evaluate import evaluate
@@ -293,18 +293,18 @@ class RecipeProgress:
 
 
 def _train_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict, seed: int,
-                on_progress: Callable[[Progress], None], stop: StopFlag) -> tuple[nn.Module, Report]:
+                on_progress: Callable[[Progress], None], stop: StopFlag) -> tuple[nn.Module, Result]:
     cfg = train_config(step, seed)
     teacher = original if step["kind"] == "distill_from_original" else None
     trained, history = fit(model, data, cfg, teacher=teacher, callback=on_progress, stop=stop)
     best = max((row["val_accuracy"] for row in history), default=None)
     metrics = {"epochs_run": len(history), "best_val_accuracy": best, "history": history}
-    return trained, Report(method=step["kind"], config=dict(step), metrics=metrics)
+    return trained, Result(method=step["kind"], config=dict(step), metrics=metrics)
 
 
 def apply_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict, seed: int = 0,
                on_progress: Callable[[Progress], None] | None = None,
-               stop: StopFlag = None) -> tuple[nn.Module, Report]:
+               stop: StopFlag = None) -> tuple[nn.Module, Result]:
     """Apply one validated step to (a copy of) `model`; `original` is the model before the recipe.
     Pruning masks stay through further pruning and training (pruned weights stay zero); any
     other step gets them folded into the weights first (it would otherwise change weights that
@@ -321,7 +321,7 @@ def apply_step(model: nn.Module, original: nn.Module, data: Dataset, step: dict,
 
 def run_recipe(model: nn.Module, data: Dataset, recipe: Recipe | str | Path | dict | list, seed: int = 0,
                callback: Callable[[RecipeProgress], None] | None = None, stop: StopFlag = None,
-               latency: bool = False) -> tuple[nn.Module, list[Report], dict]:
+               latency: bool = False) -> tuple[nn.Module, list[Result], dict]:
     """Apply the steps in order to a copy of `model` (never changed) and evaluate the result
     against it on the test split.
 
@@ -330,7 +330,7 @@ def run_recipe(model: nn.Module, data: Dataset, recipe: Recipe | str | Path | di
         stop: checked between steps and inside training steps; the steps finished so far are kept.
         latency: also measure latency (off by default: it is the one metric a replay cannot repeat).
     Returns:
-        (compressed model, one Report per step done, final metrics: `evaluate(...).to_dict()` plus
+        (compressed model, one Result per step done, final metrics: `evaluate(...).to_dict()` plus
         steps, steps_done and stopped: whether the stop flag cut the recipe or a step short).
     Raises:
         StoppedError: stopped before the first step finished.
@@ -367,7 +367,7 @@ def recipe_run_config(recipe: Recipe, seed: int = 0) -> dict:
     return {"kind": "recipe", "recipe": recipe.to_dict(), "seed": seed}
 
 
-def replay_run(run: Any, model: nn.Module, data: Dataset, **kwargs) -> tuple[nn.Module, list[Report], dict]:
+def replay_run(run: Any, model: nn.Module, data: Dataset, **kwargs) -> tuple[nn.Module, list[Result], dict]:
     """Run a recorded recipe run again (a store Run or its dict) on `model` and `data`."""
     config = run.config if hasattr(run, "config") else run["config"]
     if not isinstance(config, dict) or "recipe" not in config:

@@ -22,7 +22,7 @@ def compress_and_evaluate(model: nn.Module, cfg, data: Dataset, latency: bool = 
     here nor inside the method (channel pruning and low-rank otherwise make paired latency
     measurements): the app shows accuracy and size at once and measures latency afterwards with
     `compressed_latency`. With `device`, the compressed copy is evaluated there.
-    Returns {"metrics": full EvalResult dict, "report": Report dict}."""
+    Returns {"metrics": full EvalResult dict, "report": Result dict}."""
     compressed, report = compress(model, cfg, data, measure_latency=latency)
     fold_masks_(compressed)  # measure what would be deployed: masks folded, no per-forward hook
     metrics = evaluate(compressed, data, reference=model, latency=latency, repeats=repeats,
@@ -42,7 +42,7 @@ SIMULATED_SPEED = "simulated: no speed change expected (runs in fp32)"
 
 
 def speed_note(report: dict) -> str | None:
-    """Why a result (a Report dict) cannot run faster than its original, or None when it can and
+    """Why a result (a Result dict) cannot run faster than its original, or None when it can and
     its paired latency means something: simulated results (fake quantization) run in fp32, and
     unstructured masks are multiplied densely."""
     if report.get("simulated"):
@@ -86,7 +86,7 @@ def real_int8(model: nn.Module, data: Dataset, repeats: int = 10, batch_size: in
 
     Returns:
         {"metrics": EvalResult dict whose latency fields are the paired measurement's, "report":
-        quantize_int8's Report dict whose fp32_latency_ms / int8_latency_ms / speedup /
+        quantize_int8's Result dict whose fp32_latency_ms / int8_latency_ms / speedup /
         speedup_min / speedup_max / latency_batch / latency_rounds are that same measurement}.
     """
     q, report = quantize_int8(model, measure=False)

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compression.models import hf as hf_loading
-from compression.models import hf_checks
-from compression.workflows import transformers as ts
 from compression.cli.transformers import check_counts
 from compression.core.errors import ConfigError, ModelLoadError
+from compression.models import hf as hf_loading
+from compression.models import hf_checks
+from compression.models.hf import load_hf_folder
+from compression.models.hf_demo import make_demo_folder
 from compression.workflows.recipes import RECIPE_MAX_BYTES, load_recipe
 from tests.compression.cli.clitools import assert_one_line_error, run_cli
 
@@ -41,7 +42,7 @@ class EvilModel:
 
 @pytest.fixture(scope="module")
 def demo_folder(tmp_path_factory) -> Path:
-    return ts.make_demo_folder(tmp_path_factory.mktemp("hf") / "encoder", "encoder")
+    return make_demo_folder(tmp_path_factory.mktemp("hf") / "encoder", "encoder")
 
 
 @pytest.fixture()
@@ -120,7 +121,7 @@ def test_auto_map_in_config_is_refused_before_transformers(folder, tmp_path, std
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match=r"asks to run its own Python code \(auto_map in config.json\)"
                                              r".*modeling_evil\.py"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
     assert_one_line_error(*run_cli(capsys, "hf", "--folder", str(folder), "--no-latency"),
                           "asks to run its own Python code")
     assert not marker.exists() and stdin_reads == [] and _modules_cached(tmp_path) == []
@@ -131,7 +132,7 @@ def test_auto_map_in_tokenizer_config_is_refused(folder, tmp_path, stdin_reads, 
     _edit_json(folder / "tokenizer_config.json", auto_map={"AutoTokenizer": ["modeling_evil.EvilTokenizer", None]})
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match=r"auto_map in tokenizer_config.json.*modeling_evil\.py"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
     assert not marker.exists() and stdin_reads == []
 
 
@@ -154,7 +155,7 @@ def test_without_our_check_transformers_still_runs_nothing_and_asks_nothing(fold
     _edit_json(folder / "config.json", auto_map={"AutoConfig": "modeling_evil.EvilConfig",
                                                  "AutoModel": "modeling_evil.EvilModel"})
     try:
-        hf = ts.load_hf_folder(folder)
+        hf = load_hf_folder(folder)
         assert type(hf.model).__name__ == "BertModel"  # the built-in class, not the folder's
     except ModelLoadError:
         pass
@@ -164,7 +165,7 @@ def test_without_our_check_transformers_still_runs_nothing_and_asks_nothing(fold
 
 
 def test_a_plain_folder_loads_without_reading_stdin(folder, stdin_reads):
-    hf = ts.load_hf_folder(folder)
+    hf = load_hf_folder(folder)
     assert hf.task == "encoder" and stdin_reads == []
 
 
@@ -174,14 +175,14 @@ def test_oversized_config_is_refused_unread(folder, monkeypatch):
     _edit_json(folder / "config.json", notes="x" * (hf_checks.JSON_MAX_BYTES + 1))
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match="config.json is .* bytes, over the"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 def test_deeply_nested_config_is_refused(folder, monkeypatch, capsys):
     (folder / "config.json").write_text('{"model_type": "bert", "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match="nests deeper than 64 levels"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
     assert_one_line_error(*run_cli(capsys, "hf", "--folder", str(folder), "--no-latency"), "nests deeper")
 
 
@@ -230,7 +231,7 @@ def test_bad_config_fields_are_refused_before_transformers(folder, monkeypatch, 
     _edit_json(folder / "config.json", **fields)
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match=match):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 def test_absurd_sizes_allocate_nothing_and_fail_one_line(folder, capsys):
@@ -244,7 +245,7 @@ def test_absurd_sizes_allocate_nothing_and_fail_one_line(folder, capsys):
 def test_transformers_field_errors_are_typed(folder):
     _edit_json(folder / "config.json", layer_norm_eps="tiny")  # transformers' own check, not ours
     with pytest.raises(ModelLoadError, match="layer_norm_eps"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 # ---- weight indexes ----------------------------------------------------------------------------
@@ -264,7 +265,7 @@ def test_safetensors_index_naming_other_files_is_refused(folder, monkeypatch, ca
     _index(folder, "model.safetensors.index.json", files)
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match=match):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
     assert_one_line_error(*run_cli(capsys, "hf", "--folder", str(folder)), match)
 
 
@@ -274,7 +275,7 @@ def test_pickle_index_is_refused_unread(folder, monkeypatch):
     (folder / "pytorch_model-00001.bin").write_bytes(b"never opened")
     _no_transformers(monkeypatch)
     with pytest.raises(ModelLoadError, match="pytorch_model.bin.index.json points at pickle weights"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 # ---- CLI counts --------------------------------------------------------------------------------

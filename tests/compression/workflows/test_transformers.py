@@ -12,11 +12,19 @@ import pytest
 import torch
 from torch import nn
 
+from compression.analysis.hf import METHOD_CONFIGS, choose_int8, int8_tradeoff, measure_method, sensitivity_by_group, sensitivity_sweep
 from compression.cli import main
 from compression.core.errors import ConfigError, DataError, ModelDataMismatch, ModelLoadError, UnsupportedLayerError
 from compression.core.registry import compress, config_from_dict
+from compression.data.text import TextData, encode, load_text_bytes, load_text_data
 from compression.io.hf_export import hf_zip_bytes
-from compression.workflows import transformers as ts
+from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig
+from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, nm_mask
+from compression.methods.hf_distill import HFDistillConfig, distill_hf
+from compression.metrics.text import fidelity, make_probe, model_outputs, neighbour_agreement
+from compression.models.hf import KINDS, load_hf_folder, model_kind
+from compression.models.hf_demo import build_tokenizer, make_demo_folder
+from compression.models.model import Model, linear_names
 
 MAX_TEXTS = 32
 
@@ -24,21 +32,21 @@ MAX_TEXTS = 32
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf")
-    return {kind: ts.make_demo_folder(root / kind, kind) for kind in ts.KINDS}
+    return {kind: make_demo_folder(root / kind, kind) for kind in KINDS}
 
 
 @pytest.fixture(scope="module")
-def models(folders) -> dict[str, ts.Model]:
-    return {kind: ts.load_hf_folder(path) for kind, path in folders.items()}
+def models(folders) -> dict[str, Model]:
+    return {kind: load_hf_folder(path) for kind, path in folders.items()}
 
 
 @pytest.fixture(scope="module")
-def data() -> ts.TextData:
-    return ts.load_text_data(None)
+def data() -> TextData:
+    return load_text_data(None)
 
 
-def _fid(hf: ts.Model, other: ts.Model, data: ts.TextData) -> dict:
-    return ts.fidelity(hf, other, data, max_texts=MAX_TEXTS)
+def _fid(hf: Model, other: Model, data: TextData) -> dict:
+    return fidelity(hf, other, data, max_texts=MAX_TEXTS)
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -76,10 +84,10 @@ def test_kind_from_config(models):
     config = copy.deepcopy(models["encoder"].model.config)
     config.architectures = None
     config.id2label = {0: "negative", 1: "positive"}
-    assert ts.model_kind(config) == "classifier"
+    assert model_kind(config) == "classifier"
     config.id2label = {0: "LABEL_0", 1: "LABEL_1"}
-    assert ts.model_kind(config) == "encoder"
-    assert ts.model_kind(models["decoder"].model.config) == "decoder"
+    assert model_kind(config) == "encoder"
+    assert model_kind(models["decoder"].model.config) == "decoder"
 
 
 def _copy_folder(src: Path, dst: Path, drop: tuple[str, ...] = ()) -> Path:
@@ -93,27 +101,27 @@ def _copy_folder(src: Path, dst: Path, drop: tuple[str, ...] = ()) -> Path:
 def test_folder_without_weights(folders, tmp_path):
     folder = _copy_folder(folders["encoder"], tmp_path / "m", drop=("model.safetensors",))
     with pytest.raises(ModelLoadError, match="No weights"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 def test_folder_without_config(folders, tmp_path):
     folder = _copy_folder(folders["encoder"], tmp_path / "m", drop=("config.json",))
     with pytest.raises(ModelLoadError, match="No config.json"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 def test_pickle_only_checkpoint_is_refused_unread(folders, tmp_path):
     folder = _copy_folder(folders["encoder"], tmp_path / "m", drop=("model.safetensors",))
     (folder / "pytorch_model.bin").write_bytes(b"not even a pickle")  # never opened
     with pytest.raises(ModelLoadError, match="pickle"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 def test_unsupported_architecture_lists_the_supported(folders, tmp_path):
     folder = _copy_folder(folders["encoder"], tmp_path / "m")
     (folder / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5Model"]}))
     with pytest.raises(ModelLoadError, match="Unsupported architecture 't5'.*bert, distilbert, gpt2, roberta"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 def test_tokenizer_mismatch(folders, tmp_path):
@@ -123,19 +131,20 @@ def test_tokenizer_mismatch(folders, tmp_path):
                                        num_attention_heads=4, intermediate_size=64))
     small.save_pretrained(folder)
     with pytest.raises(ModelLoadError, match="Tokenizer mismatch"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
 
 
 def test_missing_tokenizer_and_missing_folder(folders, tmp_path):
     folder = _copy_folder(folders["encoder"], tmp_path / "m", drop=("tokenizer.json", "tokenizer_config.json"))
     with pytest.raises(ModelLoadError, match="tokenizer"):
-        ts.load_hf_folder(folder)
+        load_hf_folder(folder)
     with pytest.raises(ModelLoadError, match="not a folder"):
-        ts.load_hf_folder(tmp_path / "nowhere")
+        load_hf_folder(tmp_path / "nowhere")
 
 
 def test_importing_the_api_does_not_import_transformers():
-    code = "import sys, compression.workflows.transformers; assert 'transformers' not in sys.modules"
+    code = ("import sys, compression.analysis.hf, compression.cli.transformers, compression.methods.hf_distill; "
+            "assert 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
 
 
@@ -145,10 +154,10 @@ def test_default_sample_and_files(data, tmp_path):
     assert len(data) >= 150 and data.labels is None
     txt = tmp_path / "a.txt"
     txt.write_text("first text\n\n second text \n", encoding="utf-8")
-    assert ts.load_text_data(txt).texts == ("first text", "second text")
+    assert load_text_data(txt).texts == ("first text", "second text")
     csv = tmp_path / "b.csv"
     csv.write_text("Text,label\n\"hello, world\",1\nbye,0\n", encoding="utf-8")
-    loaded = ts.load_text_data(csv)
+    loaded = load_text_data(csv)
     assert loaded.texts == ("hello, world", "bye") and loaded.labels == (1, 0)
 
 
@@ -165,17 +174,17 @@ def test_bad_text_files(tmp_path, name, raw, match):
     path = tmp_path / name
     path.write_bytes(raw)
     with pytest.raises(DataError, match=match):
-        ts.load_text_data(path)
+        load_text_data(path)
 
 
 def test_missing_text_file(tmp_path):
     with pytest.raises(DataError, match="No text file"):
-        ts.load_text_data(tmp_path / "missing.txt")
+        load_text_data(tmp_path / "missing.txt")
 
 
 # ---- metrics ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ts.KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_uncompressed_copy_has_fidelity_exactly_one(models, data, kind):
     hf = models[kind]
     result = _fid(hf, hf.replace(copy.deepcopy(hf.model), "copy"), data)
@@ -189,10 +198,10 @@ def test_uncompressed_copy_has_fidelity_exactly_one(models, data, kind):
 
 
 def test_accuracy_with_labels(models):
-    data = ts.load_text_bytes("l.csv", b"text,label\ngood film,1\nbad film,0\nfine,1\n")
+    data = load_text_bytes("l.csv", b"text,label\ngood film,1\nbad film,0\nfine,1\n")
     result = _fid(models["classifier"], models["classifier"], data)
     assert 0.0 <= result["accuracy"] == result["accuracy_original"] <= 1.0
-    too_many = ts.load_text_bytes("l.csv", b"text,label\ngood film,5\n")
+    too_many = load_text_bytes("l.csv", b"text,label\ngood film,5\n")
     with pytest.raises(ModelDataMismatch, match="2 classes"):
         _fid(models["classifier"], models["classifier"], too_many)
 
@@ -200,33 +209,33 @@ def test_accuracy_with_labels(models):
 @pytest.mark.parametrize("kind, key", [("encoder", "cosine"), ("decoder", "agreement")])
 def test_fidelity_drops_as_compression_grows(models, data, kind, key):
     hf = models[kind]
-    light, _ = compress(hf, ts.HFPruneConfig(sparsity=0.3))
-    heavy, _ = compress(hf, ts.HFPruneConfig(sparsity=0.8))
+    light, _ = compress(hf, HFPruneConfig(sparsity=0.3))
+    heavy, _ = compress(hf, HFPruneConfig(sparsity=0.8))
     assert 1.0 > _fid(hf, light, data)[key] > _fid(hf, heavy, data)[key]
-    q8, _ = compress(hf, ts.HFQuantConfig(bits=8))
-    q2, _ = compress(hf, ts.HFQuantConfig(bits=2))
+    q8, _ = compress(hf, HFQuantConfig(bits=8))
+    q2, _ = compress(hf, HFQuantConfig(bits=2))
     assert _fid(hf, q8, data)[key] > _fid(hf, q2, data)[key]
 
 
 def test_neighbour_agreement_reference():
     a = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    assert ts.neighbour_agreement(a, a, k=1) == 1.0
-    assert ts.neighbour_agreement(a, a[[2, 3, 0, 1]], k=1) == 1.0  # the same pairs: {0, 1}, {2, 3}
+    assert neighbour_agreement(a, a, k=1) == 1.0
+    assert neighbour_agreement(a, a[[2, 3, 0, 1]], k=1) == 1.0  # the same pairs: {0, 1}, {2, 3}
     b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])  # pairs {0, 2}, {1, 3}
-    assert ts.neighbour_agreement(a, b, k=1) == 0.0
-    assert ts.neighbour_agreement(a, b, k=3) == 1.0  # everyone else is a neighbour
+    assert neighbour_agreement(a, b, k=1) == 0.0
+    assert neighbour_agreement(a, b, k=3) == 1.0  # everyone else is a neighbour
 
 
 # ---- methods ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ts.KINDS)
-@pytest.mark.parametrize("method", sorted(ts.METHOD_CONFIGS))
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", sorted(METHOD_CONFIGS))
 def test_every_method_runs_and_leaves_the_input_untouched(models, data, kind, method):
     hf = models[kind]
     before = _state(hf.model)
-    small, report = compress(hf, ts.METHOD_CONFIGS[method]())
+    small, report = compress(hf, METHOD_CONFIGS[method]())
     assert small.model is not hf.model and _same_state(hf.model, before)
-    assert report.method == ts.METHOD_CONFIGS[method].kind
+    assert report.method == METHOD_CONFIGS[method].kind
     result = _fid(hf, small, data)
     assert 0.0 < result["fidelity"] <= 1.0
     assert not any(hasattr(m, "weight_orig") for m in small.model.modules())  # masks folded
@@ -234,30 +243,30 @@ def test_every_method_runs_and_leaves_the_input_untouched(models, data, kind, me
 
 def test_unstructured_pruning_sparsity_and_embeddings(models):
     hf = models["decoder"]
-    small, report = compress(hf, ts.HFPruneConfig(sparsity=0.6))
-    for name in ts.linear_names(small.model):
+    small, report = compress(hf, HFPruneConfig(sparsity=0.6))
+    for name in linear_names(small.model):
         w = small.model.get_submodule(name).weight
         assert abs((w == 0).float().mean().item() - 0.6) < 0.01, name
     wte = small.model.get_submodule("transformer.wte").weight
     assert torch.equal(wte, hf.model.get_submodule("transformer.wte").weight)  # embedding (and tied head) kept
     assert ("lm_head", "in the exclude list") in report.skipped
-    with_emb, _ = compress(hf, ts.HFPruneConfig(sparsity=0.6, embeddings=True))
+    with_emb, _ = compress(hf, HFPruneConfig(sparsity=0.6, embeddings=True))
     assert (with_emb.model.get_submodule("transformer.wte").weight == 0).float().mean() > 0.55
 
 
 def test_nm_gives_exactly_n_nonzeros_per_group_of_m(models):
     hf = models["encoder"]
-    small, report = compress(hf, ts.NMConfig(n=2, m=4))
-    assert len(report.layers) == len(ts.linear_names(hf.model))
-    for name in ts.linear_names(small.model):
+    small, report = compress(hf, NMConfig(n=2, m=4))
+    assert len(report.layers) == len(linear_names(hf.model))
+    for name in linear_names(small.model):
         w = small.model.get_submodule(name).weight  # (out, in)
         groups = (w != 0).reshape(w.shape[0], -1, 4).sum(-1)
         assert torch.all(groups == 2), name
-    mask = ts.nm_mask(torch.tensor([[0.1, -5.0, 3.0, 0.2, 1.0, 2.0, -3.0, 4.0]]))
+    mask = nm_mask(torch.tensor([[0.1, -5.0, 3.0, 0.2, 1.0, 2.0, -3.0, 4.0]]))
     assert mask.tolist() == [[0, 1, 1, 0, 0, 0, 1, 1]]
 
 
-def _zero_heads_reference(hf: ts.Model, removed: dict[int, list[int]]) -> nn.Module:
+def _zero_heads_reference(hf: Model, removed: dict[int, list[int]]) -> nn.Module:
     """Removing a head = zeroing its columns of the attention output projection."""
     ref = copy.deepcopy(hf.model)
     for index, (prefix, block) in enumerate(hf.replace(ref, "ref").blocks()):
@@ -272,21 +281,21 @@ def _zero_heads_reference(hf: ts.Model, removed: dict[int, list[int]]) -> nn.Mod
 @pytest.mark.parametrize("kind", ["encoder", "decoder"])
 def test_head_pruning_shrinks_and_equals_zeroing_those_heads(models, data, kind):
     hf = models[kind]
-    small, report = compress(hf, ts.HeadPruneConfig(fraction=0.5))
+    small, report = compress(hf, HeadPruneConfig(fraction=0.5))
     assert report.metrics["params_after"] < report.metrics["params_before"]
     assert all(row["heads_after"] == 2 for row in report.layers)
     removed = {row["block"]: row["removed"] for row in report.layers}
     reference = _zero_heads_reference(hf, removed)
-    enc = ts.encode(hf.tokenizer, data, max_texts=8)
-    ours = ts.model_outputs(small.model, kind, enc).values[0]
-    theirs = ts.model_outputs(reference, kind, enc).values[0]
+    enc = encode(hf.tokenizer, data, max_texts=8)
+    ours = model_outputs(small.model, kind, enc).values[0]
+    theirs = model_outputs(reference, kind, enc).values[0]
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["distilbert", "roberta"])
 def test_other_architectures_load_and_prune_heads(tmp_path, data, arch):
     tf = pytest.importorskip("transformers")
-    tokenizer = ts.build_tokenizer(list(data.texts[:50]))
+    tokenizer = build_tokenizer(list(data.texts[:50]))
     if arch == "distilbert":
         model = tf.DistilBertModel(tf.DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4,
                                                        hidden_dim=64, initializer_range=0.1))
@@ -296,19 +305,19 @@ def test_other_architectures_load_and_prune_heads(tmp_path, data, arch):
                                                  initializer_range=0.1))
     tokenizer.save_pretrained(tmp_path)
     model.save_pretrained(tmp_path)
-    hf = ts.load_hf_folder(tmp_path)
+    hf = load_hf_folder(tmp_path)
     assert hf.task == "encoder" and hf.model_type == arch
-    small, report = compress(hf, ts.HeadPruneConfig(fraction=0.5))
+    small, report = compress(hf, HeadPruneConfig(fraction=0.5))
     assert report.metrics["params_after"] < report.metrics["params_before"]
     reference = _zero_heads_reference(hf, {row["block"]: row["removed"] for row in report.layers})
-    enc = ts.encode(hf.tokenizer, data, max_texts=8)
-    torch.testing.assert_close(ts.model_outputs(small.model, "encoder", enc).values[0],
-                               ts.model_outputs(reference, "encoder", enc).values[0], atol=1e-4, rtol=1e-4)
+    enc = encode(hf.tokenizer, data, max_texts=8)
+    torch.testing.assert_close(model_outputs(small.model, "encoder", enc).values[0],
+                               model_outputs(reference, "encoder", enc).values[0], atol=1e-4, rtol=1e-4)
 
 
 def test_ffn_pruning_shrinks_and_still_runs(models, data):
     hf = models["classifier"]
-    small, report = compress(hf, ts.FFNPruneConfig(fraction=0.5))
+    small, report = compress(hf, FFNPruneConfig(fraction=0.5))
     assert all(row["neurons_after"] == 32 for row in report.layers)
     assert report.metrics["params_after"] < report.metrics["params_before"]
     assert small.model.bert.encoder.layer[0].intermediate.dense.out_features == 32
@@ -319,17 +328,17 @@ def test_int8_is_really_int8(models, data):
     from torch.ao.nn.quantized.dynamic import Linear as DynLinear
 
     hf = models["decoder"]
-    small, report = compress(hf, ts.Int8Config(exclude=("lm_head",)))
+    small, report = compress(hf, Int8Config(exclude=("lm_head",)))
     dyn = {n: m for n, m in small.model.named_modules() if isinstance(m, DynLinear)}
-    assert len(dyn) == len(ts.linear_names(hf.model, tied=True)) - 1 and "lm_head" not in dyn
+    assert len(dyn) == len(linear_names(hf.model, tied=True)) - 1 and "lm_head" not in dyn
     assert all(m.weight().dtype == torch.qint8 for m in dyn.values())
     assert report.metrics["simulated"] is False and _fid(hf, small, data)["agreement"] > 0.5
 
 
 def test_simulated_quantization_levels(models):
     hf = models["encoder"]
-    small, report = compress(hf, ts.HFQuantConfig(bits=3))
-    for name in ts.linear_names(small.model) + ["embeddings.word_embeddings"]:
+    small, report = compress(hf, HFQuantConfig(bits=3))
+    for name in linear_names(small.model) + ["embeddings.word_embeddings"]:
         w = small.model.get_submodule(name).weight
         assert max(len(torch.unique(row)) for row in w) <= 2 ** 3, name
     assert "embeddings.word_embeddings" in {r["layer"] for r in report.layers}
@@ -337,25 +346,25 @@ def test_simulated_quantization_levels(models):
 
 def test_lowrank_shrinks_and_runs(models, data):
     hf = models["encoder"]
-    small, report = compress(hf, ts.HFLowRankConfig(rank_ratio=0.25))
+    small, report = compress(hf, HFLowRankConfig(rank_ratio=0.25))
     assert report.metrics["params_after"] < report.metrics["params_before"]
     assert _fid(hf, small, data)["cosine"] > 0
 
 
 def test_configs_round_trip_and_validate():
-    for cls in ts.METHOD_CONFIGS.values():
+    for cls in METHOD_CONFIGS.values():
         cfg = cls()
         assert config_from_dict(json.loads(cfg.to_json())) == cfg
-    for bad in (lambda: ts.HFPruneConfig(sparsity=1.5), lambda: ts.NMConfig(n=4, m=4),
-                lambda: ts.HFQuantConfig(bits=1), lambda: ts.HeadPruneConfig(fraction=-0.1),
+    for bad in (lambda: HFPruneConfig(sparsity=1.5), lambda: NMConfig(n=4, m=4),
+                lambda: HFQuantConfig(bits=1), lambda: HeadPruneConfig(fraction=-0.1),
                 lambda: config_from_dict({"kind": "nope"})):
         with pytest.raises(ConfigError):
             bad()
 
 
 def test_measure_method_reports_latency(models, data):
-    _, result = ts.measure_method(models["encoder"], ts.HFQuantConfig(bits=4), data, repeats=3,
-                                  probe=ts.make_probe(models["encoder"], data, max_texts=MAX_TEXTS))
+    _, result = measure_method(models["encoder"], HFQuantConfig(bits=4), data, repeats=3,
+                                  probe=make_probe(models["encoder"], data, max_texts=MAX_TEXTS))
     assert result["latency_before_ms"] > 0 and result["latency_after_ms"] > 0 and result["speedup"] > 0
     assert result["latency_batch"] == 8 and result["latency_seq_len"] == 32 and result["fidelity"] < 1.0
 
@@ -365,35 +374,35 @@ def test_measure_method_reports_latency(models, data):
 def test_sensitivity_sweep_grouped_by_block(models, data):
     hf = models["encoder"]
     seen = []
-    frame = ts.sensitivity_sweep(hf, data, "quantize", (8, 2), max_texts=16, callback=lambda d, t, r: seen.append(d))
-    assert len(frame) == 2 * len(ts.linear_names(hf.model)) == len(seen)
+    frame = sensitivity_sweep(hf, data, "quantize", (8, 2), max_texts=16, callback=lambda d, t, r: seen.append(d))
+    assert len(frame) == 2 * len(linear_names(hf.model)) == len(seen)
     assert {"attention.q", "attention.k", "attention.v", "attention.o", "ffn.in", "ffn.out"} <= set(frame["group"])
-    groups = ts.sensitivity_by_group(frame).set_index(["group", "level"])
+    groups = sensitivity_by_group(frame).set_index(["group", "level"])
     assert (groups.xs(8, level="level")["fidelity_mean"] >= groups.xs(2, level="level")["fidelity_mean"]).all()
-    stopped = ts.sensitivity_sweep(hf, data, "prune", (0.5,), max_texts=8, stop=lambda: True)
+    stopped = sensitivity_sweep(hf, data, "prune", (0.5,), max_texts=8, stop=lambda: True)
     assert stopped.empty and stopped.attrs["stopped"]
 
 
 def test_int8_tradeoff_and_target(models, data):
     hf = models["decoder"]
-    frame = ts.int8_tradeoff(hf, data, ks=(0, 3, 9), max_texts=16, repeats=2)
+    frame = int8_tradeoff(hf, data, ks=(0, 3, 9), max_texts=16, repeats=2)
     assert list(frame["k_kept"]) == [0, 3, 9] and frame["fidelity"].iloc[-1] == 1.0
     assert frame["int8_layers"].tolist() == [9, 6, 0] and (frame["speedup"] > 0).all()
     assert len(frame.attrs["sensitivity"]) == 9
-    choice = ts.choose_int8(frame, target=1.0)
+    choice = choose_int8(frame, target=1.0)
     assert choice["meets_target"] and choice["fidelity"] == 1.0
-    assert ts.choose_int8(frame, target=0.0)["speedup"] == frame["speedup"].max()
+    assert choose_int8(frame, target=0.0)["speedup"] == frame["speedup"].max()
 
 
 @pytest.mark.parametrize("kind", ["encoder", "decoder"])
 def test_distillation_of_a_smaller_student(models, data, kind):
     hf = models[kind]
     events = []
-    student, report = ts.distill_hf(hf, data, ts.HFDistillConfig(epochs=2, lr=2e-3), callback=events.append)
+    student, report = distill_hf(hf, data, HFDistillConfig(epochs=2, lr=2e-3), callback=events.append)
     assert len(student.blocks()) == 1 and report.metrics["params_student"] < report.metrics["params_teacher"]
     assert report.metrics["fidelity_after"] > report.metrics["fidelity_before"]
     assert [h["epoch"] for h in report.metrics["history"]] == [1, 2] and events
-    stopped, rep = ts.distill_hf(hf, data, ts.HFDistillConfig(epochs=2), stop=lambda: True)
+    stopped, rep = distill_hf(hf, data, HFDistillConfig(epochs=2), stop=lambda: True)
     assert rep.metrics["stopped"] and rep.metrics["history"] == []
 
 
@@ -415,16 +424,16 @@ def test_cli_hf_save_writes_a_folder_the_app_loads(capsys, folders, tmp_path):
     assert main(["hf", "--folder", str(folders["encoder"]), "--method", "prune", "--sparsity", "0.7",
                  "--max-texts", "8", "--no-latency", "--save", str(out_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["saved"] == str(out_dir)
-    assert ts.load_hf_folder(out_dir).task == "encoder"
+    assert load_hf_folder(out_dir).task == "encoder"
     assert main(["hf", "--folder", str(folders["encoder"]), "--method", "lowrank", "--max-texts", "8",
                  "--no-latency", "--save", str(tmp_path / "lr")]) == 2
     assert "load" in capsys.readouterr().err
 
 
 def test_structured_pruning_after_int8_is_a_clear_error(models):
-    int8, _ = compress(models["encoder"], ts.Int8Config())
+    int8, _ = compress(models["encoder"], Int8Config())
     with pytest.raises(UnsupportedLayerError, match="before quantizing"):
-        compress(int8, ts.HeadPruneConfig())
+        compress(int8, HeadPruneConfig())
 
 
 # ---- export as a Hugging Face folder -----------------------------------------------------------
@@ -434,15 +443,15 @@ def test_pruned_model_exports_and_loads_back_the_same(models, data, tmp_path, ki
     import io
     import zipfile
 
-    small, _ = compress(models[kind], ts.HFPruneConfig(sparsity=0.5))
+    small, _ = compress(models[kind], HFPruneConfig(sparsity=0.5))
     payload = hf_zip_bytes(small, data)
     zipfile.ZipFile(io.BytesIO(payload)).extractall(tmp_path)
     assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
-    back = ts.load_hf_folder(tmp_path)
+    back = load_hf_folder(tmp_path)
     assert _fid(small, back, data)["cosine"] > 0.9999
 
 
-@pytest.mark.parametrize("cfg", [ts.HFLowRankConfig(rank_ratio=0.5), ts.Int8Config(), ts.HeadPruneConfig()],
+@pytest.mark.parametrize("cfg", [HFLowRankConfig(rank_ratio=0.5), Int8Config(), HeadPruneConfig()],
                          ids=["lowrank", "int8", "heads"])
 def test_structures_a_folder_cannot_describe_are_refused(models, data, cfg):
     small, _ = compress(models["encoder"], cfg)
