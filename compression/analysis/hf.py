@@ -18,7 +18,8 @@ from compression.core.quant import compute_qparams, fake_quantize
 from compression.core.registry import MethodConfig, compress
 from compression.data.text import TextData
 from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig
-from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig, int8_copy
+from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig
+from compression.methods.int8 import int8_copy
 from compression.methods.pruning import magnitude_mask
 from compression.methods.training import StopFlag, is_stopped
 from compression.metrics.text import Probe, cached_probe, make_probe, text_paired_latency

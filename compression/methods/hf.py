@@ -1,20 +1,20 @@
 """Compression methods on transformers, registered in the one registry (`core.registry.compress`, which
 takes a Model or its bare module). Each handler takes a module and a frozen config, and returns a new
-module (the input is never changed) and a Result:
+module (the input is never changed) and a Result. Four are presets over the methods every model gets,
+with what a text model needs (a head tied to the input embedding is left alone, embeddings are chosen
+explicitly, parameter and non-zero counts instead of image MACs):
 
-- hf_prune: unstructured magnitude pruning of Linear layers (embeddings only when asked);
-- hf_nm: N:M semi-structured pruning (e.g. 2:4: N non-zeros in every M weights along the input dim);
-- hf_heads, hf_ffn: structured pruning of attention heads and FFN neurons (in hf_structured);
-- hf_quantize: simulated quantization of Linear and Embedding weights at 2-16 bits;
-- hf_int8: real int8 dynamic quantization of Linear layers (some kept in fp32 if named);
-- hf_lowrank: truncated-SVD factorisation of Linear layers into two smaller ones.
+- hf_prune: methods.pruning.prune (magnitude) of Linear layers (embeddings only when asked);
+- hf_quantize: methods.quantization.quantize of Linear and Embedding weights at 2-16 bits (simulated);
+- hf_int8: methods.int8.quantize_int8 (real dynamic int8) of the chosen Linear layers;
+- hf_lowrank: methods.lowrank.lowrank (truncated SVD) of Linear layers.
 
-Masks are made permanent (torch.nn.utils.prune.remove) before a model is returned, and structured
-methods really remove rows and columns. Configs round-trip to JSON through `config_from_dict`.
+One is its own: hf_nm, N:M semi-structured pruning (e.g. 2:4: N non-zeros in every M weights along the
+input dim). Structured pruning of heads and FFN neurons is in methods.heads_ffn. Masks are made permanent
+before a model is returned. Configs round-trip to JSON through `config_from_dict`.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,13 +23,11 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from compression.core.errors import ConfigError, UnsupportedLayerError
-from compression.core.modules import (check_layer_names, copy_model, count_params, fold_masks_, not_selected,
-                                      set_module)
-from compression.core.quant import sqnr_db
+from compression.core.modules import copy_model, count_params, fold_masks_
 from compression.core.registry import (MethodConfig, Result, check_range, layer_patterns, register_config,
                                        register_handler)
-from compression.methods.int8 import REAL_INT8, int8_layers
-from compression.methods.lowrank import LowRankConfig, choose_rank, factorise, layer_svd
+from compression.methods.int8 import int8_layers, quantize_int8
+from compression.methods.lowrank import LowRankConfig, lowrank
 from compression.methods.pruning import PruneConfig, prune
 from compression.methods.quantization import QuantConfig, quantize
 from compression.models.model import embedding_names, linear_names, tied_heads
@@ -165,36 +163,17 @@ class Int8Config(MethodConfig):
         object.__setattr__(self, "exclude", layer_patterns(self.exclude, "exclude"))
 
 
-def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
-    """A copy of `model` with the named Linear layers turned into real dynamic int8 layers."""
-    model = copy_model(model).eval()
-    if not names:
-        return model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, set(names), dtype=torch.qint8)
-
-
 @register_handler(Int8Config)
 def int8_hf(model: nn.Module, cfg: Int8Config, data=None) -> tuple[nn.Module, Result]:
-    check_layer_names(model, cfg.include + cfg.exclude)
-    linears = linear_names(model, tied=True)
-    names = [n for n in linears if not not_selected(n, cfg.include, cfg.exclude)]
-    if not names:
-        raise UnsupportedLayerError("Nothing to quantize: every Linear layer is kept in fp32.")
-    new = int8_copy(model, names)
-    done = int8_layers(new)
-    rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",
-             "sqnr_db": sqnr_db(model.get_submodule(n).weight, new.get_submodule(n).weight().dequantize())}
-            for n in done]
-    skipped = [(n, f"{not_selected(n, cfg.include, cfg.exclude)}: kept in fp32") for n in linears if n not in names]
-    skipped += [(n, "Embedding: no dynamic int8 kernel; kept fp32") for n in embedding_names(model)]
-    metrics = {"label": REAL_INT8, "simulated": False, "int8_layers": len(done), **size_metrics(model, new)}
-    untied = [n for n in tied_heads(model) if n in done]
+    """methods.int8.quantize_int8 on the chosen Linear layers, with the parameter counts of a text model."""
+    new, result = quantize_int8(model, include=cfg.include, exclude=cfg.exclude, measure=False)
+    result.method, result.config = cfg.kind, cfg.to_dict()
+    result.metrics.update(size_metrics(model, new))
+    untied = [n for n in tied_heads(model) if n in int8_layers(new)]
     if untied:
-        metrics["note"] = (f"{', '.join(untied)} shared its weight with the input embedding; its int8 copy is "
-                           "stored separately, so the stored parameter count grows by that matrix.")
-    return new, Result(cfg.kind, cfg.to_dict(), rows, skipped, metrics)
+        result.metrics["note"] = (f"{', '.join(untied)} shared its weight with the input embedding; its int8 copy is "
+                                  "stored separately, so the stored parameter count grows by that matrix.")
+    return new, result
 
 
 # ---- low-rank -----------------------------------------------------------------------------------
@@ -214,16 +193,10 @@ class HFLowRankConfig(MethodConfig):
 
 @register_handler(HFLowRankConfig)
 def lowrank_hf(model: nn.Module, cfg: HFLowRankConfig, data=None) -> tuple[nn.Module, Result]:
-    new, inner = copy_model(model), LowRankConfig(rank_ratio=cfg.rank_ratio)
-    rows, skipped = [], [(n, "tied to the input embedding") for n in tied_heads(new)]
-    for name in linear_names(new):
-        layer = new.get_submodule(name)
-        svd = layer_svd(layer)
-        rank, full = choose_rank(svd[1], inner), svd[1].numel()
-        if rank * (layer.in_features + layer.out_features) >= layer.weight.numel():
-            skipped.append((name, f"rank {rank} of {full} would not have fewer parameters"))
-            continue
-        set_module(new, name, factorise(layer, rank, svd).eval())
-        rows.append({"layer": name, "rank": rank, "full_rank": full, "params_before": layer.weight.numel(),
-                     "params_after": rank * (layer.in_features + layer.out_features)})
-    return new.eval(), Result(cfg.kind, cfg.to_dict(), rows, skipped, size_metrics(model, new))
+    """methods.lowrank.lowrank on every Linear layer but a head tied to the input embedding."""
+    inner = LowRankConfig(rank_ratio=cfg.rank_ratio, include=tuple(linear_names(model)),
+                          exclude=tuple(tied_heads(model)))
+    new, result = lowrank(model, inner, measure_latency=False, macs=False)  # a text model's cost: metrics.text
+    result.method, result.config = cfg.kind, cfg.to_dict()
+    result.metrics.update(size_metrics(model, new))
+    return new.eval(), result

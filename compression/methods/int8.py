@@ -35,6 +35,16 @@ def _quiet_deprecations() -> Iterator[None]:
         yield
 
 
+def int8_copy(model: nn.Module, names: list[str]) -> nn.Module:
+    """A copy of `model` (masks folded) with the named Linear layers turned into real dynamic int8
+    layers: the bare swap, without quantize_int8's rows, sizes and timing (for sweeps)."""
+    work = prepare_copy(model).eval()
+    if not names:
+        return work
+    with _quiet_deprecations():
+        return torch.ao.quantization.quantize_dynamic(work, set(names), dtype=torch.qint8, inplace=True)
+
+
 def quantize_int8(model: nn.Module, *, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                   measure: bool = True, batch_size: int = LATENCY_BATCH, input_shape: tuple[int, ...] | None = None,
                   rounds: int = 5) -> tuple[nn.Module, Result]:
@@ -64,7 +74,9 @@ def quantize_int8(model: nn.Module, *, include: tuple[str, ...] = (), exclude: t
     skipped += [(n, f"{type(m).__name__}: PyTorch has no dynamic int8 kernel for it; kept fp32")
                 for n, m in layers.items() if not isinstance(m, nn.Linear)]
     if not linears:
-        raise UnsupportedLayerError("Real int8 needs Linear layers: PyTorch's dynamic int8 kernels cover only those.")
+        chosen = " among the chosen layers (every Linear layer is excluded)" if layers or include or exclude else ""
+        raise UnsupportedLayerError(f"Real int8 needs Linear layers{chosen}: PyTorch's dynamic int8 kernels cover "
+                                    "only those.")
     with _quiet_deprecations():
         q = torch.ao.quantization.quantize_dynamic(fp32, set(linears), dtype=torch.qint8)  # copies fp32
         rows = [{"layer": n, "type": "Linear", "bits": 8, "kernel": "torch.ao.nn.quantized.dynamic.Linear",

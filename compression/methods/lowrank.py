@@ -111,10 +111,12 @@ def _candidates(model: nn.Module, cfg: LowRankConfig) -> tuple[dict[str, nn.Modu
 
 
 def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
-            measure_latency: bool = True, **_) -> tuple[nn.Module, Result]:
+            measure_latency: bool = True, macs: bool = True, **_) -> tuple[nn.Module, Result]:
     """Factorise a copy of `model` (the input is not changed).
 
-    A layer is skipped, with the reason, when its factors would not have fewer weights.
+    A layer is skipped, with the reason, when its factors would not have fewer weights. MACs (unless
+    not `macs`) and latency are measured on the first test sample of `data` (else zeros of the
+    model's input shape).
     Returns:
         (new model in eval mode, Result with rows {layer, rank, full_rank, params_before,
         params_after, energy_kept} (weights only: the bias is unchanged) and metrics
@@ -139,7 +141,8 @@ def lowrank(model: nn.Module, cfg: LowRankConfig, data: Dataset | None = None,
         energy = float((S[:r].double() ** 2).sum() / (S.double() ** 2).sum().clamp_min(1e-300))
         rows.append({"layer": name, "rank": r, "full_rank": S.numel(), "params_before": before,
                      "params_after": after, "energy_kept": energy})
-    metrics = before_after(model, new, _example(model, data), measure_latency)
+    example = _example(model, data) if macs or measure_latency else None
+    metrics = before_after(model, new, example, measure_latency)
     return new.eval(), Result("lowrank", cfg.to_dict(), rows, skipped, metrics)
 
 

@@ -169,14 +169,15 @@ class EvalResult:
         return self.params
 
 
-def before_after(model: nn.Module, new: nn.Module, example: torch.Tensor, latency: bool = True) -> dict:
-    """Parameters and MACs (on `example`, one sample (1, ...)) of a model and of its compressed copy
-    and, with `latency`, their paired latency (metrics.latency.paired_latency) at LATENCY_BATCH:
-    latency_before_ms, latency_after_ms, latency_ratio (after / before) with its range over the
-    rounds, latency_batch."""
-    metrics = {"params_before": count_params(model), "params_after": count_params(new),
-               "macs_before": count_macs(model, example)[0], "macs_after": count_macs(new, example)[0]}
-    if latency:
+def before_after(model: nn.Module, new: nn.Module, example: torch.Tensor | None, latency: bool = True) -> dict:
+    """Parameters of a model and of its compressed copy, their MACs on `example` (one sample
+    (1, ...); none without it) and, with `latency`, their paired latency
+    (metrics.latency.paired_latency) at LATENCY_BATCH: latency_before_ms, latency_after_ms,
+    latency_ratio (after / before) with its range over the rounds, latency_batch."""
+    metrics = {"params_before": count_params(model), "params_after": count_params(new)}
+    if example is not None:
+        metrics.update({"macs_before": count_macs(model, example)[0], "macs_after": count_macs(new, example)[0]})
+    if latency and example is not None:
         p = paired_latency(model, new, latency_batch(example, LATENCY_BATCH))
         metrics.update({"latency_before_ms": p.original_ms, "latency_after_ms": p.compressed_ms,
                         "latency_ratio": p.ratio, "latency_ratio_low": p.ratio_low,

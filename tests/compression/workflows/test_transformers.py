@@ -351,6 +351,16 @@ def test_lowrank_shrinks_and_runs(models, data):
     assert _fid(hf, small, data)["cosine"] > 0
 
 
+def test_transformer_presets_run_the_methods_every_model_gets(models):
+    """hf_lowrank and hf_int8 are the generic lowrank and real int8 on a text model's layers, not copies."""
+    hf = models["decoder"]
+    _, lr = compress(hf, HFLowRankConfig(rank_ratio=0.25))
+    assert lr.method == "hf_lowrank" and lr.layers and all("energy_kept" in row for row in lr.layers)
+    assert "lm_head" in dict(lr.skipped) and "lm_head" not in {row["layer"] for row in lr.layers}  # tied head
+    _, q = compress(hf, Int8Config())
+    assert q.method == "hf_int8" and q.metrics["int8_file_bytes"] < q.metrics["fp32_file_bytes"]
+
+
 def test_configs_round_trip_and_validate():
     for cls in METHOD_CONFIGS.values():
         cfg = cls()
