@@ -6,10 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
+from compression.core.errors import ConfigError
 from compression.data.files import load_data
+from compression.data.text import load_text_data
 from compression.io.store import Store, default_store_path
 from compression.metrics.evaluate import PLAUSIBILITY_SAMPLES, evaluate, plausibility_warning
-from compression.models.loading import load_model
+from compression.models.loading import is_text_model, load_model
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict | list]] = {}
 
@@ -25,7 +27,7 @@ def command(name: str, help: str, setup: Callable[[argparse.ArgumentParser], Non
 
 def add_model_args(p: argparse.ArgumentParser, flag: str = "--model", required: bool = True) -> None:
     p.add_argument(flag, required=required, help="demo:NAME or a model file (TorchScript, .pt2, "
-                   "state dict with --arch, or a compact file)")
+                   "state dict with --arch, or a compact file), or a Hugging Face model folder")
     p.add_argument("--arch", default=None, help="demo:NAME architecture for a bare state dict")
 
 
@@ -47,8 +49,16 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="where to run: cpu (default) or cuda when PyTorch sees a GPU")
 
 
-def load_inputs(args: argparse.Namespace, flag: str = "model"):
-    """(Model, Dataset) from --model/--arch/--data."""
+def load_inputs(args: argparse.Namespace, flag: str = "model", text: bool = False):
+    """(Model, Dataset) from --model/--arch/--data; with `text`, a transformer (a Hugging Face folder
+    or demo:encoder|classifier|decoder) and its TextData (--data: a .txt or .csv of texts; the bundled
+    sample sentences by default). A command without `text` refuses a transformer with the way to go."""
+    spec = getattr(args, flag)
+    if is_text_model(spec):
+        if not text:
+            raise ConfigError(f"{spec} is a transformer: this command takes image and tabular models so far. "
+                              f"Compress it with `python -m compression hf --folder {spec} --method METHOD`.")
+        return load_model(spec), load_text_data(None if args.data in (None, "digits") else args.data)
     data = load_data(args.data, preprocess=getattr(args, "preprocess", None), split=getattr(args, "eval_split", None))
     return load_model(getattr(args, flag), arch=args.arch, data=data), data
 

@@ -10,7 +10,6 @@ Prints fidelity (cosine / agreement, KL, perplexity), parameters and measured la
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 from compression.analysis.hf import choose_int8, int8_tradeoff, measure_method
 from compression.cli.common import command
@@ -21,8 +20,8 @@ from compression.methods.heads_ffn import FFNPruneConfig, HeadPruneConfig
 from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config, NMConfig
 from compression.methods.hf_distill import HFDistillConfig, distill_hf
 from compression.metrics.text import make_probe
-from compression.models.hf import KINDS, load_hf_folder
-from compression.models.hf_demo import make_demo_folder
+from compression.models.hf import load_hf_folder
+from compression.models.hf_demo import load_demo_text_model
 
 METHODS = ("prune", "nm", "heads", "ffn", "quantize", "int8", "lowrank", "target", "distill")
 # integer flags: (least, most) each may be; a batch too large would exhaust memory
@@ -84,14 +83,8 @@ def method_config(args: argparse.Namespace):
 
 
 def load_folder(spec: str):
-    """An Model from a folder, or from a fresh demo folder for demo:KIND."""
-    if not spec.startswith("demo:"):
-        return load_hf_folder(spec)
-    kind = spec.split(":", 1)[1]
-    if kind not in KINDS:
-        raise ConfigError(f"demo kind must be one of {', '.join(KINDS)}; got {kind!r}.")
-    with tempfile.TemporaryDirectory(prefix="hf-demo-") as tmp:
-        return load_hf_folder(make_demo_folder(tmp, kind))
+    """A Model from a folder, or the demo transformer for demo:KIND."""
+    return load_demo_text_model(spec.split(":", 1)[1]) if spec.startswith("demo:") else load_hf_folder(spec)
 
 
 def _run(args: argparse.Namespace, hf, data) -> dict:

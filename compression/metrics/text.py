@@ -235,6 +235,32 @@ def random_ids(hf: Model, batch_size: int, seq_len: int, seed: int = 0) -> torch
     return torch.randint(0, vocab, (batch_size, seq_len), generator=gen)
 
 
+def text_scores(hf: Model, data: TextData, max_length: int = 64, max_texts: int | None = 256) -> dict:
+    """What one text model scores on its own, by task: perplexity (decoder), accuracy when the texts
+    are labelled (classifier), the embedding size (encoder). Fidelity needs a second model: `compare`.
+
+    Returns:
+        {task, texts, max_length, plus: perplexity, tokens (decoder); classes, accuracy when labelled
+        (classifier); embedding_dim (encoder)}.
+    """
+    enc = encode(hf.tokenizer, data, max_length, max_texts)
+    out = model_outputs(hf.model, hf.task, enc)
+    row = {"task": hf.task, "texts": len(enc), "max_length": max_length}
+    width = int(out.values[0].shape[-1]) if out.values else 0
+    if hf.task == "decoder":
+        row.update({"perplexity": math.exp(out.nll / max(out.tokens, 1)), "tokens": out.tokens})
+    elif hf.task == "classifier":
+        row["classes"] = width
+        if enc.labels is not None:
+            if int(enc.labels.max()) >= width:
+                raise ModelDataMismatch(f"Labels go up to {int(enc.labels.max())} but the classifier has {width} "
+                                        "classes: use labels 0 .. classes-1, or a model with more classes.")
+            row["accuracy"] = float((torch.cat(out.values).argmax(-1) == enc.labels).double().mean())
+    else:
+        row["embedding_dim"] = width
+    return row
+
+
 def max_positions(hf: Model) -> int:
     return int(getattr(hf.model.config, "max_position_embeddings", None) or 512)
 

@@ -4,12 +4,16 @@ BERT (encoder or classifier) or GPT-2 (decoder) built from a config. Random weig
 the methods, not for real-world numbers."""
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from pathlib import Path
 
 import torch
 
-from compression.models.hf import KINDS, import_transformers
+from compression.core.errors import ConfigError
 from compression.data.text import SAMPLE_PATH, read_lines
+from compression.models.hf import KINDS, import_transformers, load_hf_folder
+from compression.models.model import Model
 
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GPT_SPECIALS = ("[PAD]", "[UNK]", "<|endoftext|>")
@@ -76,3 +80,12 @@ def make_demo_folder(folder: str | Path, kind: str = "encoder", texts: list[str]
     tokenizer.save_pretrained(folder)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def load_demo_text_model(kind: str) -> Model:
+    """The tiny random transformer of `kind` (encoder, classifier, decoder), written to a temporary
+    folder and loaded from it the way a user's folder is."""
+    if kind not in KINDS:
+        raise ConfigError(f"demo kind must be one of {', '.join(KINDS)}; got {kind!r}.")
+    with tempfile.TemporaryDirectory(prefix="hf-demo-") as tmp:
+        return dataclasses.replace(load_hf_folder(make_demo_folder(tmp, kind)), name=f"demo:{kind}")

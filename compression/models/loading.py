@@ -26,6 +26,8 @@ from compression.core.modules import lift_graph_layers, set_training
 from compression.core.quant import attach_act_quant
 from compression.data.datasets import Dataset
 from compression.models import compact, sandbox, zoo
+from compression.models.hf import KINDS, load_hf_folder
+from compression.models.hf_demo import load_demo_text_model
 from compression.models.model import Model
 from compression.models.safety import (check_export_archive, check_torchscript_module, check_torchscript_source,
                                        run_with_time_limit)
@@ -260,14 +262,28 @@ def _load_path(path: Path, arch: str | None, data: Dataset | None) -> tuple[nn.M
                          "a state dict (.safetensors or .pt) with a built-in architecture, or this project's compact file.")
 
 
+def is_text_model(spec: str | Path) -> bool:
+    """True for what loads as a transformer: a folder (a Hugging Face model folder) or demo:KIND
+    for the tiny demo transformers (demo:encoder, demo:classifier, demo:decoder)."""
+    spec_s = str(spec)
+    return spec_s in {f"demo:{kind}" for kind in KINDS} or Path(spec_s).is_dir()
+
+
 def load_model(spec: str | Path, arch: str | None = None, data: Dataset | None = None,
                max_bytes: int = MAX_MODEL_BYTES) -> Model:
-    """Load 'demo:NAME' or a model file, then check it runs on `data` (when given).
+    """Load 'demo:NAME', a model file or a Hugging Face model folder, then check it runs on `data`
+    (when given: an image or tabular Dataset; a transformer takes texts, so `data` must be None).
 
     Raises:
         ModelLoadError: unreadable, unsafe or unknown file; ModelDataMismatch: does not fit the data.
     """
     spec_s = str(spec)
+    if is_text_model(spec_s):
+        hf = load_demo_text_model(spec_s[5:]) if spec_s.startswith("demo:") else load_hf_folder(spec_s)
+        if data is not None:
+            raise ModelDataMismatch(f"{hf.name} is a transformer ({hf.task}): it takes texts (a .txt with one text "
+                                    f"per line, or a .csv with a text column), not the data set {data.name!r}.")
+        return hf
     if spec_s.startswith("demo:"):
         name = zoo.parse_demo_name(spec_s)
         model = zoo.load_pretrained(name)
@@ -276,7 +292,7 @@ def load_model(spec: str | Path, arch: str | None = None, data: Dataset | None =
         return Model(model, "demo", f"demo:{name}", f"demo:{name}", name)
     path = Path(spec)
     if not path.is_file():
-        raise ModelLoadError(f"No model file at {spec_s!r}, and it is not a built-in ('demo:NAME'; "
+        raise ModelLoadError(f"No model file or Hugging Face folder at {spec_s!r}, and it is not a built-in ('demo:NAME'; "
                              f"built-ins: {', '.join(zoo.ZOO)}).")
     size = path.stat().st_size
     if size == 0:

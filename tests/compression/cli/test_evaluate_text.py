@@ -1,0 +1,78 @@
+"""`evaluate --model FOLDER --data texts`: a Hugging Face folder is loaded like any model and scored
+by its task; commands that do not take transformers yet say so in one line."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from compression.core.errors import ModelDataMismatch
+from compression.data.text import load_text_data
+from compression.io.store import Store
+from compression.metrics.text import fidelity, text_scores
+from compression.models.hf import KINDS, load_hf_folder
+from compression.models.hf_demo import make_demo_folder
+from compression.models.loading import load_model
+from compression.models.model import Model
+from tests.compression.cli.clitools import run_cli
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf-eval")
+    return {kind: make_demo_folder(root / kind, kind) for kind in KINDS}
+
+
+def _evaluate(capsys, *argv):
+    code, out, err = run_cli(capsys, "evaluate", *argv, "--json", "--no-store")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_load_model_takes_a_folder_as_the_one_model_type(folders, digits):
+    loaded = load_model(folders["encoder"])
+    assert isinstance(loaded, Model) and loaded.is_text and loaded.task == "encoder"
+    assert loaded.fingerprint == load_hf_folder(folders["encoder"]).fingerprint
+    with pytest.raises(ModelDataMismatch, match="takes texts"):
+        load_model(folders["encoder"], data=digits)
+
+
+def test_each_task_gets_its_own_numbers(capsys, folders, tmp_path):
+    enc = _evaluate(capsys, "--model", str(folders["encoder"]), "--no-latency")
+    assert enc["task"] == "encoder" and enc["embedding_dim"] == 32 and enc["texts"] == 200
+    dec = _evaluate(capsys, "--model", str(folders["decoder"]))
+    assert dec["task"] == "decoder" and 1 < dec["perplexity"] < math.inf and dec["latency_ms"] > 0
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\n" + "".join(f"sentence number {i},{i % 2}\n" for i in range(20)))
+    cls = _evaluate(capsys, "--model", str(folders["classifier"]), "--data", str(labelled), "--no-latency")
+    assert cls["task"] == "classifier" and cls["classes"] == 2 and cls["texts"] == 20 and 0 <= cls["accuracy"] <= 1
+
+
+def test_perplexity_agrees_with_the_fidelity_metrics(folders):
+    hf, data = load_model(folders["decoder"]), load_text_data(None)
+    assert text_scores(hf, data)["perplexity"] == pytest.approx(fidelity(hf, hf, data)["perplexity_original"])
+
+
+def test_a_text_evaluation_is_recorded_under_the_folder(capsys, folders, tmp_path):
+    store = tmp_path / "runs.sqlite"
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(folders["decoder"]), "--no-latency", "--json",
+                           "--store", str(store))
+    assert code == 0, err
+    (run,) = Store(store).list()
+    assert run.kind == "evaluate" and run.model == "decoder" and run.data == "sample sentences"
+    assert run.metrics["perplexity"] > 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prune", "--model", "demo:encoder", "--sparsity", "0.5"], "hf --folder demo:encoder"),
+    (["evaluate", "--model", "demo:decoder", "--device", "cuda"], "on the CPU"),
+])
+def test_what_is_not_there_yet_says_so_in_one_line(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_folder_that_is_not_a_model_is_refused_in_one_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(tmp_path), "--json")
+    assert code == 2 and "config.json" in err and len(err.strip().splitlines()) == 1
