@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from compression.analysis.hf import measure_method
 from compression.cli.common import (add_data_args, add_device_arg, add_model_args, add_record_args, command, data_row,
                                     eval_row, load_inputs, record)
 from compression.core.errors import ConfigError
 from compression.core.modules import count_params, fold_masks_
 from compression.io.export import export_model
+from compression.io.hf_export import save_hf_folder
 from compression.methods import distillation, lowrank, pruning, quantization
+from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig, Int8Config
 from compression.methods.int8 import int8_layers, quantize_int8
 from compression.methods.training import TrainConfig
 from compression.metrics.evaluate import count_macs
@@ -81,6 +84,30 @@ def finish(args: argparse.Namespace, loaded, data, model, report, baseline_model
     return result
 
 
+def _not_on_text(**given: bool) -> None:
+    """ConfigError naming the options a transformer does not take yet."""
+    names = [name for name, on in given.items() if on]
+    if names:
+        raise ConfigError(f"Not on transformers yet: {', '.join(names)}. Transformers take magnitude pruning per "
+                          "layer, weight quantization (per tensor or channel, symmetric, min-max) or --int8, and "
+                          "low-rank; heads and FFN neurons through `hf --method heads|ffn`.")
+
+
+def finish_text(args: argparse.Namespace, loaded, data, cfg) -> dict:
+    """Compress a transformer with `cfg` and measure it against the original on the texts
+    (analysis.hf.measure_method: the task's fidelity metrics, params, non-zeros, paired latency),
+    save it as a Hugging Face folder with --save, record the run."""
+    small, result = measure_method(loaded, cfg, data, latency=not args.no_latency)
+    result = {"model": loaded.name, "model_kind": loaded.origin, "task": loaded.task, "data": data.name,
+              "texts": min(len(data), 256), **result, "simulated": result["report"]["simulated"]}
+    artefacts = {"saved": str(save_hf_folder(small, args.save, check=data)), "saved_format": "huggingface"} \
+        if args.save else {}
+    result.update(artefacts)
+    result.update(record(args, cfg.kind, loaded, data, cfg.to_dict(),
+                         {k: v for k, v in result.items() if k != "report"}, artefacts))
+    return result
+
+
 def _setup_prune(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--sparsity", type=float, required=True, help="fraction of weights (or channels) removed")
@@ -91,7 +118,11 @@ def _setup_prune(p: argparse.ArgumentParser) -> None:
 
 @command("prune", "prune a model (unstructured or whole channels)", _setup_prune)
 def cmd_prune(args: argparse.Namespace) -> dict:
-    loaded, data = load_inputs(args)
+    loaded, data = load_inputs(args, text=True)
+    if loaded.is_text:
+        _not_on_text(**{f"--method {args.method}": args.method != "magnitude", "--scope global": args.scope != "layer",
+                        "--finetune-epochs": bool(args.finetune_epochs)})
+        return finish_text(args, loaded, data, HFPruneConfig(sparsity=args.sparsity, **_selection(args)))
     if args.method == "channel":
         cfg = pruning.ChannelPruneConfig(sparsity=args.sparsity, **_selection(args))
         model, report = pruning.channel_prune(loaded.model, cfg, data, measure_latency=not args.no_latency)
@@ -130,7 +161,13 @@ def _int8_macs(model, data) -> dict:
 
 @command("quantize", "quantize a model (simulated 2-16 bits, or real int8)", _setup_quantize)
 def cmd_quantize(args: argparse.Namespace) -> dict:
-    loaded, data = load_inputs(args)
+    loaded, data = load_inputs(args, text=True)
+    if loaded.is_text:
+        _not_on_text(**{"--asymmetric": args.asymmetric, "--activations": args.activations,
+                        f"--calibration {args.calibration}": args.calibration != "minmax"})
+        cfg = Int8Config(**_selection(args)) if args.int8 else \
+            HFQuantConfig(bits=args.bits, granularity=args.granularity, **_selection(args))
+        return finish_text(args, loaded, data, cfg)
     if args.int8:
         model, report = quantize_int8(loaded.model, **_selection(args), measure=not args.no_latency,
                                       input_shape=data.input_shape)
@@ -157,7 +194,10 @@ def _setup_lowrank(p: argparse.ArgumentParser) -> None:
 
 @command("lowrank", "replace layers by truncated-SVD factors", _setup_lowrank)
 def cmd_lowrank(args: argparse.Namespace) -> dict:
-    loaded, data = load_inputs(args)
+    loaded, data = load_inputs(args, text=True)
+    if loaded.is_text:
+        _not_on_text(**{"--include-conv": args.include_conv})
+        return finish_text(args, loaded, data, HFLowRankConfig(rank_ratio=args.rank_ratio, **_selection(args)))
     cfg = lowrank.LowRankConfig(rank_ratio=args.rank_ratio, include_conv=args.include_conv, **_selection(args))
     model, report = lowrank.lowrank(loaded.model, cfg, data, measure_latency=not args.no_latency)
     return finish(args, loaded, data, model, report)

@@ -54,23 +54,32 @@ def size_metrics(before: nn.Module, after: nn.Module) -> dict:
 @register_config
 @dataclass(frozen=True)
 class HFPruneConfig(MethodConfig):
-    """Magnitude pruning of each Linear layer to `sparsity`; embeddings (and a head tied to them)
-    too when `embeddings`."""
+    """Magnitude pruning of each Linear layer chosen by include / exclude to `sparsity`; embeddings
+    (and a head tied to them) too when `embeddings`."""
 
     kind: ClassVar[str] = "hf_prune"
     sparsity: float = 0.5
     embeddings: bool = False
+    include: tuple = ()
+    exclude: tuple = ()
 
     def __post_init__(self):
         check_range("sparsity", self.sparsity, 0.0, 0.999)
+        _check_selection(self)
+
+
+def _check_selection(cfg: MethodConfig) -> None:
+    object.__setattr__(cfg, "include", layer_patterns(cfg.include, "include"))
+    object.__setattr__(cfg, "exclude", layer_patterns(cfg.exclude, "exclude"))
 
 
 @register_handler(HFPruneConfig)
 def prune_hf(model: nn.Module, cfg: HFPruneConfig, data=None) -> tuple[nn.Module, Result]:
     if cfg.embeddings:
-        inner = PruneConfig(sparsity=cfg.sparsity, overrides={n: cfg.sparsity for n in embedding_names(model)})
+        inner = PruneConfig(sparsity=cfg.sparsity, include=cfg.include, exclude=cfg.exclude,
+                            overrides={n: cfg.sparsity for n in embedding_names(model)})
     else:
-        inner = PruneConfig(sparsity=cfg.sparsity, exclude=tuple(tied_heads(model)))
+        inner = PruneConfig(sparsity=cfg.sparsity, include=cfg.include, exclude=cfg.exclude + tuple(tied_heads(model)))
     pruned, report = prune(model, inner)
     fold_masks_(pruned)
     report.method, report.config = cfg.kind, cfg.to_dict()
@@ -127,21 +136,26 @@ def nm_prune_hf(model: nn.Module, cfg: NMConfig, data=None) -> tuple[nn.Module, 
 @register_config
 @dataclass(frozen=True)
 class HFQuantConfig(MethodConfig):
-    """Simulated (fake) quantization of Linear weights, and of Embedding weights with `embeddings`."""
+    """Simulated (fake) quantization of the Linear weights chosen by include / exclude, and of
+    Embedding weights with `embeddings`."""
 
     kind: ClassVar[str] = "hf_quantize"
     bits: int = 8
     granularity: str = "channel"
     embeddings: bool = True
+    include: tuple = ()
+    exclude: tuple = ()
 
     def __post_init__(self):
         QuantConfig(bits=self.bits, granularity=self.granularity)  # validates bits and granularity
+        _check_selection(self)
 
 
 @register_handler(HFQuantConfig)
 def quantize_hf(model: nn.Module, cfg: HFQuantConfig, data=None) -> tuple[nn.Module, Result]:
-    exclude = () if cfg.embeddings else tuple(embedding_names(model) + tied_heads(model))
-    new, report = quantize(model, QuantConfig(bits=cfg.bits, granularity=cfg.granularity, exclude=exclude))
+    exclude = cfg.exclude + (() if cfg.embeddings else tuple(embedding_names(model) + tied_heads(model)))
+    inner = QuantConfig(bits=cfg.bits, granularity=cfg.granularity, include=cfg.include, exclude=exclude)
+    new, report = quantize(model, inner)
     report.method, report.config = cfg.kind, cfg.to_dict()
     report.metrics.update(size_metrics(model, new))
     return new.eval(), report
@@ -159,8 +173,7 @@ class Int8Config(MethodConfig):
     exclude: tuple = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "include", layer_patterns(self.include, "include"))
-        object.__setattr__(self, "exclude", layer_patterns(self.exclude, "exclude"))
+        _check_selection(self)
 
 
 @register_handler(Int8Config)
@@ -186,16 +199,19 @@ class HFLowRankConfig(MethodConfig):
 
     kind: ClassVar[str] = "hf_lowrank"
     rank_ratio: float = 0.5
+    include: tuple = ()
+    exclude: tuple = ()
 
     def __post_init__(self):
         check_range("rank_ratio", self.rank_ratio, 0.0, 1.0, lo_open=True)
+        _check_selection(self)
 
 
 @register_handler(HFLowRankConfig)
 def lowrank_hf(model: nn.Module, cfg: HFLowRankConfig, data=None) -> tuple[nn.Module, Result]:
-    """methods.lowrank.lowrank on every Linear layer but a head tied to the input embedding."""
-    inner = LowRankConfig(rank_ratio=cfg.rank_ratio, include=tuple(linear_names(model)),
-                          exclude=tuple(tied_heads(model)))
+    """methods.lowrank.lowrank on the chosen Linear layers (default all), never a head tied to the input embedding."""
+    inner = LowRankConfig(rank_ratio=cfg.rank_ratio, include=cfg.include or tuple(linear_names(model)),
+                          exclude=cfg.exclude + tuple(tied_heads(model)))
     new, result = lowrank(model, inner, measure_latency=False, macs=False)  # a text model's cost: metrics.text
     result.method, result.config = cfg.kind, cfg.to_dict()
     result.metrics.update(size_metrics(model, new))

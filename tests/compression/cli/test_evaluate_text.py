@@ -1,5 +1,5 @@
-"""`evaluate --model FOLDER --data texts`: a Hugging Face folder is loaded like any model and scored
-by its task; commands that do not take transformers yet say so in one line."""
+"""`evaluate`, `prune`, `quantize` and `lowrank` on a Hugging Face folder: loaded like any model, scored by
+its task; what does not take transformers yet says so in one line."""
 from __future__ import annotations
 
 import json
@@ -65,7 +65,9 @@ def test_a_text_evaluation_is_recorded_under_the_folder(capsys, folders, tmp_pat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["prune", "--model", "demo:encoder", "--sparsity", "0.5"], "hf --folder demo:encoder"),
+    (["sensitivity", "--model", "demo:encoder", "--kind", "prune"], "hf --folder demo:encoder"),
+    (["prune", "--model", "demo:encoder", "--sparsity", "0.5", "--method", "taylor"], "Not on transformers yet"),
+    (["quantize", "--model", "demo:decoder", "--activations"], "Not on transformers yet"),
     (["evaluate", "--model", "demo:decoder", "--device", "cuda"], "on the CPU"),
 ])
 def test_what_is_not_there_yet_says_so_in_one_line(capsys, argv, message):
@@ -76,3 +78,36 @@ def test_what_is_not_there_yet_says_so_in_one_line(capsys, argv, message):
 def test_a_folder_that_is_not_a_model_is_refused_in_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "evaluate", "--model", str(tmp_path), "--json")
     assert code == 2 and "config.json" in err and len(err.strip().splitlines()) == 1
+
+
+FIDELITY = {"encoder": "cosine", "classifier": "agreement", "decoder": "agreement"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("argv, method, simulated", [
+    (["prune", "--sparsity", "0.5"], "hf_prune", False),
+    (["quantize", "--bits", "4"], "hf_quantize", True),
+    (["quantize", "--int8"], "hf_int8", False),
+    (["lowrank", "--rank-ratio", "0.25"], "hf_lowrank", False),
+])
+def test_the_methods_take_a_folder_and_report_the_tasks_metrics(capsys, folders, kind, argv, method, simulated):
+    code, out, err = run_cli(capsys, *argv, "--model", str(folders[kind]), "--no-latency", "--no-store", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["task"] == kind and result["method"] == method and result["simulated"] is simulated
+    assert 0 < result[FIDELITY[kind]] <= 1 + 1e-6 and result["params_before"] > 0
+    if method == "hf_prune":
+        assert result["nonzero_after"] < result["nonzero_before"]
+    if kind == "decoder":
+        assert result["perplexity_original"] > 1 and result["perplexity"] > 1
+
+
+def test_a_pruned_folder_saves_and_evaluates_to_the_same_perplexity(capsys, folders, tmp_path):
+    saved = tmp_path / "pruned"
+    code, out, err = run_cli(capsys, "prune", "--model", str(folders["decoder"]), "--sparsity", "0.5",
+                             "--exclude", "lm_head", "--save", str(saved), "--no-latency", "--no-store", "--json")
+    assert code == 0, err
+    pruned = json.loads(out)
+    assert pruned["saved_format"] == "huggingface"
+    again = _evaluate(capsys, "--model", str(saved), "--no-latency")
+    assert again["perplexity"] == pytest.approx(pruned["perplexity"], rel=1e-4)

@@ -18,7 +18,7 @@ from compression.methods.pruning import ChannelPruneConfig, PruneConfig, channel
 from compression.methods.quantization import QuantConfig, quantize
 from tests.compression.cli.clitools import run_cli
 
-SELECTING = ["prune", "channel_prune", "quantize", "lowrank", "hf_int8"]
+SELECTING = ["prune", "channel_prune", "quantize", "lowrank", "hf_int8", "hf_prune", "hf_quantize", "hf_lowrank"]
 
 
 def test_patterns_and_reasons():
