@@ -8,13 +8,15 @@ import math
 import pytest
 
 from compression.core.errors import ModelDataMismatch
+from compression.core.registry import compress
 from compression.data.text import load_text_data
 from compression.io.store import Store
+from compression.methods.pruning import PruneConfig
 from compression.metrics.text import fidelity, text_scores
 from compression.models.hf import KINDS, load_hf_folder
 from compression.models.hf_demo import make_demo_folder
 from compression.models.loading import load_model
-from compression.models.model import Model
+from compression.models.model import Model, linear_names
 from tests.compression.cli.clitools import run_cli
 
 
@@ -65,7 +67,8 @@ def test_a_text_evaluation_is_recorded_under_the_folder(capsys, folders, tmp_pat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["sensitivity", "--model", "demo:encoder", "--kind", "prune"], "hf --folder demo:encoder"),
+    (["distill", "--teacher", "demo:encoder", "--student", "demo:student"], "hf --folder demo:encoder"),
+    (["sensitivity", "--model", "demo:encoder", "--activations"], "Not on transformers yet"),
     (["prune", "--model", "demo:encoder", "--sparsity", "0.5", "--method", "taylor"], "Not on transformers yet"),
     (["quantize", "--model", "demo:decoder", "--activations"], "Not on transformers yet"),
     (["evaluate", "--model", "demo:decoder", "--device", "cuda"], "on the CPU"),
@@ -111,3 +114,30 @@ def test_a_pruned_folder_saves_and_evaluates_to_the_same_perplexity(capsys, fold
     assert pruned["saved_format"] == "huggingface"
     again = _evaluate(capsys, "--model", str(saved), "--no-latency")
     assert again["perplexity"] == pytest.approx(pruned["perplexity"], rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sensitivity_sweeps_every_linear_layer_by_block_and_role(capsys, folders, kind):
+    code, out, err = run_cli(capsys, "sensitivity", "--model", str(folders[kind]), "--kind", "prune",
+                             "--levels", "0.5,0.9", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    linears = linear_names(load_model(folders[kind]).model)
+    assert result["task"] == kind and result["points"] == 2 * len(linears)
+    assert [r["layer"] for r in result["rows"][::2]] == linears
+    groups = {r["group"] for r in result["rows"]}
+    assert {"ffn.in", "ffn.out"} <= groups and groups & {"attention.q", "attention.qkv"}
+    assert {(g["group"], g["level"]) for g in result["by_group"]} == {(r["group"], r["level"]) for r in result["rows"]}
+
+
+def test_a_sweep_point_equals_pruning_that_layer_alone(capsys, folders):
+    """The sweep against the plain way: prune one layer with the library's method, measure fidelity."""
+    hf, data = load_model(folders["decoder"]), load_text_data(None)
+    layer = linear_names(hf.model)[1]
+    code, out, _ = run_cli(capsys, "sensitivity", "--model", str(folders["decoder"]), "--kind", "prune",
+                           "--levels", "0.5", "--layers", layer, "--json")
+    (row,) = json.loads(out)["rows"]
+    alone, _ = compress(hf, PruneConfig(sparsity=0.0, overrides={layer: 0.5}))
+    expected = fidelity(hf, alone, data, max_texts=128)
+    assert row["agreement"] == pytest.approx(expected["agreement"]) and row["kl_divergence"] == pytest.approx(
+        expected["kl_divergence"], rel=1e-4)
