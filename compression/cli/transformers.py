@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from compression.analysis.hf import choose_int8, int8_tradeoff, measure_method
-from compression.cli.common import command
+from compression.cli.common import add_record_args, command, record
 from compression.core.errors import ConfigError
 from compression.data.text import load_text_data
 from compression.io.hf_export import save_hf_folder
@@ -38,8 +38,11 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fraction", type=float, default=0.25, help="heads / ffn: fraction removed per block")
     p.add_argument("--bits", type=int, default=8, help="quantize: bit-width 2-16")
     p.add_argument("--rank-ratio", type=float, default=0.5, help="lowrank: kept rank / full rank")
+    p.add_argument("--granularity", choices=["tensor", "channel"], default="channel", help="quantize: scale per")
+    p.add_argument("--include", default="", help="prune, quantize, int8, lowrank: comma-separated layer names or "
+                                                 "patterns compressed (default every Linear layer)")
     p.add_argument("--exclude", "--keep", dest="exclude", default="",
-                   help="int8: comma-separated Linear layers (names or patterns) kept in fp32")
+                   help="prune, quantize, int8, lowrank: comma-separated layer names or patterns left as they are")
     p.add_argument("--embeddings", action="store_true", help="prune: embeddings too; quantize: they always are")
     p.add_argument("--target", type=float, default=0.99, help="target: fidelity to reach")
     p.add_argument("--epochs", type=int, default=3, help="distill: epochs")
@@ -50,6 +53,11 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save", default=None, help="write the compressed model as a Hugging Face folder here "
                    "(safetensors + tokenizer, checked by loading it back)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_record_args(p)
+
+
+def _selection(args: argparse.Namespace) -> dict:
+    return {key: tuple(s.strip() for s in getattr(args, key).split(",") if s.strip()) for key in ("include", "exclude")}
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -73,12 +81,12 @@ def method_config(args: argparse.Namespace):
             raise ConfigError(f"--pattern must look like 2:4; got {args.pattern!r}.") from None
         return NMConfig(n=n, m=m)
     return {
-        "prune": lambda: HFPruneConfig(sparsity=args.sparsity, embeddings=args.embeddings),
+        "prune": lambda: HFPruneConfig(sparsity=args.sparsity, embeddings=args.embeddings, **_selection(args)),
         "heads": lambda: HeadPruneConfig(fraction=args.fraction),
         "ffn": lambda: FFNPruneConfig(fraction=args.fraction),
-        "quantize": lambda: HFQuantConfig(bits=args.bits),
-        "int8": lambda: Int8Config(exclude=tuple(k.strip() for k in args.exclude.split(",") if k.strip())),
-        "lowrank": lambda: HFLowRankConfig(rank_ratio=args.rank_ratio),
+        "quantize": lambda: HFQuantConfig(bits=args.bits, granularity=args.granularity, **_selection(args)),
+        "int8": lambda: Int8Config(**_selection(args)),
+        "lowrank": lambda: HFLowRankConfig(rank_ratio=args.rank_ratio, **_selection(args)),
     }[args.method]()
 
 
@@ -97,11 +105,13 @@ def _run(args: argparse.Namespace, hf, data) -> dict:
     if args.method == "distill":
         student, report = distill_hf(hf, data, HFDistillConfig(epochs=args.epochs))
         return {"method": "distill", **{k: v for k, v in report.metrics.items() if k != "after"}}
-    small, result = measure_method(hf, method_config(args), data, latency=not args.no_latency,
-                                      batch_size=args.batch_size, seq_len=args.seq_len,
-                                      probe=make_probe(hf, data, max_texts=args.max_texts))
-    if args.save:
-        result["saved"] = str(save_hf_folder(small, args.save, check=data))
+    cfg = method_config(args)
+    small, result = measure_method(hf, cfg, data, latency=not args.no_latency, batch_size=args.batch_size,
+                                   seq_len=args.seq_len, probe=make_probe(hf, data, max_texts=args.max_texts))
+    artefacts = {"saved": str(save_hf_folder(small, args.save, check=data))} if args.save else {}
+    result.update(artefacts)
+    result.update(record(args, cfg.kind, hf, data, cfg.to_dict(), {k: v for k, v in result.items() if k != "report"},
+                         artefacts))
     return result
 
 

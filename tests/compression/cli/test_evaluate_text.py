@@ -141,3 +141,16 @@ def test_a_sweep_point_equals_pruning_that_layer_alone(capsys, folders):
     expected = fidelity(hf, alone, data, max_texts=128)
     assert row["agreement"] == pytest.approx(expected["agreement"]) and row["kl_divergence"] == pytest.approx(
         expected["kl_divergence"], rel=1e-4)
+
+
+def test_hf_takes_the_layer_selection_granularity_and_records_the_run(capsys, folders, tmp_path):
+    store = tmp_path / "runs.sqlite"
+    code, out, err = run_cli(capsys, "hf", "--folder", str(folders["encoder"]), "--method", "quantize", "--bits", "4",
+                             "--granularity", "tensor", "--exclude", "pooler.*", "--no-latency", "--json",
+                             "--store", str(store))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["report"]["config"]["granularity"] == "tensor" and "pooler.dense" not in {
+        r["layer"] for r in result["report"]["layers"]}
+    (run,) = Store(store).list()
+    assert run.id == result["run_id"] and run.kind == "hf_quantize" and run.config["exclude"] == ["pooler.*"]
