@@ -97,6 +97,12 @@ def store_from_args(args: argparse.Namespace, default: bool = False) -> Store | 
     return Store(Path(value) if value else default_store_path())
 
 
+def layer_selection(args: argparse.Namespace) -> dict:
+    """{include, exclude} tuples from the comma-separated --include / --exclude."""
+    return {key: tuple(s.strip() for s in (getattr(args, key, "") or "").split(",") if s.strip())
+            for key in ("include", "exclude")}
+
+
 def add_record_args(p: argparse.ArgumentParser) -> None:
     add_store_arg(p)
     p.add_argument("--no-store", action="store_true",

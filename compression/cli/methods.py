@@ -10,7 +10,7 @@ from pathlib import Path
 
 from compression.analysis.hf import measure_method
 from compression.cli.common import (add_data_args, add_device_arg, add_model_args, add_record_args, command, data_row,
-                                    eval_row, load_inputs, record)
+                                    eval_row, layer_selection, load_inputs, record)
 from compression.core.errors import ConfigError
 from compression.core.modules import count_params, fold_masks_
 from compression.io.export import export_model
@@ -37,12 +37,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                  "compress; default every layer")
     p.add_argument("--exclude", default="", help="comma-separated layer names or patterns left as they are")
     add_record_args(p)
-
-
-def _selection(args: argparse.Namespace) -> dict:
-    """{include, exclude} tuples from the comma-separated --include / --exclude."""
-    return {key: tuple(s.strip() for s in (getattr(args, key) or "").split(",") if s.strip())
-            for key in ("include", "exclude")}
 
 
 ORIGINAL_SUFFIXES = {"torchscript": ".pt", "exported": ".pt2"}  # a user's model may save back in its format
@@ -122,13 +116,13 @@ def cmd_prune(args: argparse.Namespace) -> dict:
     if loaded.is_text:
         _not_on_text(**{f"--method {args.method}": args.method != "magnitude", "--scope global": args.scope != "layer",
                         "--finetune-epochs": bool(args.finetune_epochs)})
-        return finish_text(args, loaded, data, HFPruneConfig(sparsity=args.sparsity, **_selection(args)))
+        return finish_text(args, loaded, data, HFPruneConfig(sparsity=args.sparsity, **layer_selection(args)))
     if args.method == "channel":
-        cfg = pruning.ChannelPruneConfig(sparsity=args.sparsity, **_selection(args))
+        cfg = pruning.ChannelPruneConfig(sparsity=args.sparsity, **layer_selection(args))
         model, report = pruning.channel_prune(loaded.model, cfg, data, measure_latency=not args.no_latency)
     else:
         cfg = pruning.PruneConfig(method=args.method, sparsity=args.sparsity, scope=args.scope, seed=args.seed,
-                                  **_selection(args))
+                                  **layer_selection(args))
         model, report = pruning.prune(loaded.model, cfg, data)
     if args.finetune_epochs:
         model, ft = pruning.finetune(model, data, TrainConfig(epochs=args.finetune_epochs, seed=args.seed))
@@ -165,11 +159,11 @@ def cmd_quantize(args: argparse.Namespace) -> dict:
     if loaded.is_text:
         _not_on_text(**{"--asymmetric": args.asymmetric, "--activations": args.activations,
                         f"--calibration {args.calibration}": args.calibration != "minmax"})
-        cfg = Int8Config(**_selection(args)) if args.int8 else \
-            HFQuantConfig(bits=args.bits, granularity=args.granularity, **_selection(args))
+        cfg = Int8Config(**layer_selection(args)) if args.int8 else \
+            HFQuantConfig(bits=args.bits, granularity=args.granularity, **layer_selection(args))
         return finish_text(args, loaded, data, cfg)
     if args.int8:
-        model, report = quantize_int8(loaded.model, **_selection(args), measure=not args.no_latency,
+        model, report = quantize_int8(loaded.model, **layer_selection(args), measure=not args.no_latency,
                                       input_shape=data.input_shape)
         report.metrics.update(_int8_macs(model, data))
         save_path, args.save = args.save, None
@@ -181,7 +175,7 @@ def cmd_quantize(args: argparse.Namespace) -> dict:
             result.update({"saved": save_path, "saved_format": "torchscript (real int8 kernels)"})
         return result
     cfg = quantization.QuantConfig(bits=args.bits, granularity=args.granularity, symmetric=not args.asymmetric,
-                                   activations=args.activations, calibration=args.calibration, **_selection(args))
+                                   activations=args.activations, calibration=args.calibration, **layer_selection(args))
     model, report = quantization.quantize(loaded.model, cfg, data)
     return finish(args, loaded, data, model, report)
 
@@ -197,8 +191,8 @@ def cmd_lowrank(args: argparse.Namespace) -> dict:
     loaded, data = load_inputs(args, text=True)
     if loaded.is_text:
         _not_on_text(**{"--include-conv": args.include_conv})
-        return finish_text(args, loaded, data, HFLowRankConfig(rank_ratio=args.rank_ratio, **_selection(args)))
-    cfg = lowrank.LowRankConfig(rank_ratio=args.rank_ratio, include_conv=args.include_conv, **_selection(args))
+        return finish_text(args, loaded, data, HFLowRankConfig(rank_ratio=args.rank_ratio, **layer_selection(args)))
+    cfg = lowrank.LowRankConfig(rank_ratio=args.rank_ratio, include_conv=args.include_conv, **layer_selection(args))
     model, report = lowrank.lowrank(loaded.model, cfg, data, measure_latency=not args.no_latency)
     return finish(args, loaded, data, model, report)
 

@@ -65,9 +65,10 @@ def _text_sweep(args: argparse.Namespace, loaded, data, levels, layers) -> dict:
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         sweep.to_csv(args.csv, index=False)
+    rows = [{**r, "block": None if pd.isna(r["block"]) else int(r["block"])} for r in sweep.to_dict("records")]
     return {"model": loaded.name, "data": data.name, "kind": args.kind, "task": loaded.task, "split": "all texts",
             "fidelity_metric": sweep.attrs["fidelity_metric"], "points": len(sweep), "seconds": round(seconds, 4),
-            "rows": [{**r, "block": None if pd.isna(r["block"]) else int(r["block"])} for r in sweep.to_dict("records")],
+            "rows": rows,
             "by_group": sensitivity_by_group(sweep).to_dict("records"),
             **({"csv": args.csv} if args.csv else {})}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from compression.analysis.hf import choose_int8, int8_tradeoff, measure_method
-from compression.cli.common import add_record_args, command, record
+from compression.cli.common import add_record_args, command, layer_selection, record
 from compression.core.errors import ConfigError
 from compression.data.text import load_text_data
 from compression.io.hf_export import save_hf_folder
@@ -56,10 +56,6 @@ def _setup(p: argparse.ArgumentParser) -> None:
     add_record_args(p)
 
 
-def _selection(args: argparse.Namespace) -> dict:
-    return {key: tuple(s.strip() for s in getattr(args, key).split(",") if s.strip()) for key in ("include", "exclude")}
-
-
 def check_counts(args: argparse.Namespace) -> None:
     """ConfigError naming the flag when --max-texts, --batch-size, --seq-len or --epochs is out of
     its COUNT_LIMITS range, or --target is not a fidelity from 0 to 1."""
@@ -81,12 +77,12 @@ def method_config(args: argparse.Namespace):
             raise ConfigError(f"--pattern must look like 2:4; got {args.pattern!r}.") from None
         return NMConfig(n=n, m=m)
     return {
-        "prune": lambda: HFPruneConfig(sparsity=args.sparsity, embeddings=args.embeddings, **_selection(args)),
+        "prune": lambda: HFPruneConfig(sparsity=args.sparsity, embeddings=args.embeddings, **layer_selection(args)),
         "heads": lambda: HeadPruneConfig(fraction=args.fraction),
         "ffn": lambda: FFNPruneConfig(fraction=args.fraction),
-        "quantize": lambda: HFQuantConfig(bits=args.bits, granularity=args.granularity, **_selection(args)),
-        "int8": lambda: Int8Config(**_selection(args)),
-        "lowrank": lambda: HFLowRankConfig(rank_ratio=args.rank_ratio, **_selection(args)),
+        "quantize": lambda: HFQuantConfig(bits=args.bits, granularity=args.granularity, **layer_selection(args)),
+        "int8": lambda: Int8Config(**layer_selection(args)),
+        "lowrank": lambda: HFLowRankConfig(rank_ratio=args.rank_ratio, **layer_selection(args)),
     }[args.method]()
 
 

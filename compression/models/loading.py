@@ -292,8 +292,8 @@ def load_model(spec: str | Path, arch: str | None = None, data: Dataset | None =
         return Model(model, "demo", f"demo:{name}", f"demo:{name}", name)
     path = Path(spec)
     if not path.is_file():
-        raise ModelLoadError(f"No model file or Hugging Face folder at {spec_s!r}, and it is not a built-in ('demo:NAME'; "
-                             f"built-ins: {', '.join(zoo.ZOO)}).")
+        raise ModelLoadError(f"No model file or Hugging Face folder at {spec_s!r}, and it is not a built-in "
+                             f"('demo:NAME'; built-ins: {', '.join(zoo.ZOO)}).")
     size = path.stat().st_size
     if size == 0:
         raise ModelLoadError("The model file is empty (0 bytes).")
