@@ -12,7 +12,7 @@ from compression.analysis.hf import measure_method
 from compression.cli.common import (add_data_args, add_device_arg, add_model_args, add_record_args, command, data_row,
                                     eval_row, layer_selection, load_inputs, record)
 from compression.core.errors import ConfigError
-from compression.core.modules import count_params, fold_masks_
+from compression.core.modules import fold_masks_
 from compression.io.export import export_model
 from compression.io.hf_export import save_hf_folder
 from compression.methods import distillation, lowrank, pruning, quantization
@@ -20,7 +20,7 @@ from compression.methods.hf import HFLowRankConfig, HFPruneConfig, HFQuantConfig
 from compression.methods.int8 import int8_layers, quantize_int8
 from compression.methods.training import TrainConfig
 from compression.metrics.evaluate import count_macs
-from compression.metrics.text import text_latency, text_scores
+from compression.metrics.task import evaluate_model
 from compression.models import zoo
 from compression.models.compact import save_compact
 from compression.models.loading import check_model, load_model
@@ -240,31 +240,12 @@ def cmd_models(args: argparse.Namespace) -> list:
     return list(zoo_summary().values())
 
 
-def _evaluate_text(args: argparse.Namespace, loaded, data) -> dict:
-    """`evaluate` of a transformer on texts: its task's own scores (metrics.text.text_scores), its
-    parameters and, unless --no-latency, its measured latency on a (8, 32) batch of token ids."""
-    if args.device != "cpu":
-        raise ConfigError("Transformers are evaluated on the CPU so far: drop --device.")
-    params = count_params(loaded.model)
-    result = {"model": loaded.name, "model_kind": loaded.origin, "data": data.name, "device": "cpu",
-              **text_scores(loaded, data), "params": params, "fp32_bytes": params * 4,
-              "size_method": "parameters x 4 bytes (fp32), each shared tensor once"}
-    if not args.no_latency:
-        lat = text_latency(loaded)
-        result.update({"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "batch_size": lat.batch_size,
-                       "latency_seq_len": 32, "threads": lat.threads})
-    result.update(record(args, "evaluate", loaded, data, {"kind": "evaluate"}, result, {}))
-    return result
-
-
 @command("evaluate", "evaluate a model on a data set (or a transformer on texts)", _setup_evaluate)
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     loaded, data = load_inputs(args, text=True)
-    if loaded.is_text:
-        return _evaluate_text(args, loaded, data)
-    row = eval_row(loaded.model, data, latency=not args.no_latency, device=args.device)
-    result = {"model": loaded.name, "model_kind": loaded.origin, "data": data.name, "device": args.device, **row,
-              **data_row(loaded.model, data, row["accuracy"])}
-    result.update(record(args, "evaluate", loaded, data, {"kind": "evaluate"},
-                          result, {}))
+    row = evaluate_model(loaded, data, latency=not args.no_latency, device=args.device)
+    result = {"model": loaded.name, "model_kind": loaded.origin, "data": data.name, "device": args.device, **row}
+    if not loaded.is_text:
+        result.update(data_row(loaded.model, data, row["accuracy"]))
+    result.update(record(args, "evaluate", loaded, data, {"kind": "evaluate"}, result, {}))
     return result
