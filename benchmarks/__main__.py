@@ -11,10 +11,10 @@ import time
 
 import torch
 
-from benchmarks import channel, memory, proxies, slider, speedups, startup, sweep, transformer
+from benchmarks import browser, channel, memory, proxies, slider, speedups, startup, sweep, transformer
 
 CHROMIUM = "/usr/bin/chromium"
-ALL = ["sweep", "slider", "speedups", "memory", "startup", "transformer", "proxies", "channel"]
+ALL = ["sweep", "slider", "speedups", "memory", "startup", "browser", "transformer", "proxies", "channel"]
 
 
 def run_startup(quick: bool) -> dict:
@@ -24,9 +24,16 @@ def run_startup(quick: bool) -> dict:
     return startup.run(quick)
 
 
+def run_browser(quick: bool) -> dict:
+    if not shutil.which(CHROMIUM):
+        print(f"browser timings skipped: {CHROMIUM} not found", file=sys.stderr)
+        return {"new_tab_s": None, "ref_new_tab_s": None, "new_tab_ratio": None, "pruning_slider": []}
+    return browser.run(quick)
+
+
 def run_all(quick: bool = False, only: list[str] | None = None) -> dict:
     runners = {"sweep": sweep.run, "slider": slider.run, "speedups": speedups.run, "memory": memory.run,
-               "startup": run_startup, "transformer": transformer.run, "proxies": proxies.run,
+               "startup": run_startup, "browser": run_browser, "transformer": transformer.run, "proxies": proxies.run,
                "channel": channel.run}
     out: dict = {"quick": quick, "machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__,
                                              "python": platform.python_version(),

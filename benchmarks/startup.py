@@ -2,10 +2,12 @@
 against the same measurement of a trivial app that imports torch and shows one st.metric."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from benchmarks.common import main, print_table
 
@@ -40,21 +42,30 @@ def time_to_metric(browser, script: Path, timeout_s: float = 120.0) -> float:
         proc.wait(timeout=30)
 
 
-def run(quick: bool = False) -> dict:
+@contextlib.contextmanager
+def browser_and_trivial_app() -> Iterator[tuple[object, Path]]:
+    """A headless Debian chromium, and the trivial app's script in a temporary folder."""
     from playwright.sync_api import sync_playwright
 
     from tests.e2e.conftest import CHROMIUM, LAUNCH_ARGS
 
-    repeats = 1 if quick else 3
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         trivial = Path(tmp) / "trivial_app.py"
         trivial.write_text(TRIVIAL)
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield browser, trivial
+        finally:
+            browser.close()
+
+
+def run(quick: bool = False) -> dict:
+    repeats = 1 if quick else 3
+    with browser_and_trivial_app() as (browser, trivial):
         ours, ref = [], []
         for _ in range(repeats):  # interleaved, so drift hits both alike
             ref.append(time_to_metric(browser, trivial))
             ours.append(time_to_metric(browser, ROOT / "app.py"))
-        browser.close()
     result = {"startup_s": statistics.median(ours), "ref_startup_s": statistics.median(ref)}
     result["startup_ratio"] = result["startup_s"] / result["ref_startup_s"]
     print_table("start-up to first metric in a browser (median of %d)" % repeats,

@@ -74,3 +74,14 @@ def test_cli_prints_one_json_object():
                          capture_output=True, text=True, check=True, timeout=60)
     res = json.loads(out.stdout)
     assert {"sweep_peak_mb", "baseline_mb", "model_mb", "machine"} <= set(res)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium not installed")
+def test_browser_timings_quick():
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--json", "--quick", "--only", "browser"],
+                         capture_output=True, text=True, check=True, timeout=300)
+    res = json.loads(out.stdout)
+    assert res["new_tab_s"] > 0 and res["ref_new_tab_s"] > 0
+    (row,) = res["pruning_slider"]
+    assert row["model"] == "demo:mlp" and row["headline_s"] > 0
+    assert 0 <= row["values_computed"] <= row["values_passed"] == 10

@@ -98,14 +98,15 @@ def compressed_model(cfg) -> torch.nn.Module:
 
 
 def add_result(label: str, config: dict, metrics: dict, record: bool = False) -> None:
-    """Remember a result for this session's Trade-offs page (once per label+config) and show it in
+    """Remember a result for this session's Trade-offs page (once per model, data, label and config:
+    the same setting on another model is another result) and show it in
     the sidebar. It goes into the experiment store only when asked (`record`, or record_result):
     a slider position is not a run the user meant to keep."""
     results = st.session_state.setdefault("results", [])
-    key = (label, repr(sorted(config.items())))
+    base, data = current_base(), current_data()
+    key = (base.fingerprint, data.fingerprint, label, repr(sorted(config.items())))
     if not any(r["key"] == key for r in results):
-        results.append({"key": key, "label": label, "config": config, "metrics": metrics,
-                        "model": current_base().name})
+        results.append({"key": key, "label": label, "config": config, "metrics": metrics, "model": base.name})
     st.session_state["working"] = {"label": label, "metrics": metrics, "config": config}
     if record:
         record_result(label, config, metrics)

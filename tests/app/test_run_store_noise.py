@@ -52,3 +52,13 @@ def test_tradeoffs_shows_this_model_and_data_by_default():
     assert labels.count("prune: magnitude 40% layer") == 1            # the session row and its store run: once
     at.checkbox(key="to_same_setup").uncheck().run()
     assert "someone else's run" in list(at.dataframe[0].value["label"])
+
+
+def test_the_same_setting_on_two_models_is_two_results():
+    at = _open("pages/pruning.py")
+    at.slider(key="prune_sparsity").set_value(70).run()
+    at.selectbox(key="model_source").select("demo:resnet").run()
+    at.slider(key="prune_sparsity").set_value(70).run()
+    assert not at.exception
+    results = at.session_state["results"]
+    assert [r["model"] for r in results if r["label"] == "prune: magnitude 70% layer"] == ["demo:mlp", "demo:resnet"]
